@@ -1,0 +1,1 @@
+"""numpy implementations of the deep-learning ops (conv, pool, LCN, ...); filled as they land."""

@@ -1,0 +1,243 @@
+"""``engine.function``: inputs, outputs, updates and givens -> a compiled, callable function.
+
+The pipeline: substitute givens, add shared variables' default updates, optimize (the rewrite
+passes; ``optimizer=None`` runs the graph exactly as written), hand the ``FunctionGraph`` to the
+backend, and wrap the result in a thin ``Function`` that validates arguments, runs, and commits
+updates only after every check passed.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.config import config
+from engine.errors import KilnShapeError, KilnTypeError, KilnValueError, user_site
+from engine.graph import Constant, SharedVariable, Variable, as_variable, clone_replace, graph_inputs
+from engine.types import TensorType, as_dtype, format_shape
+
+
+def shared(value: Any, name: str | None = None, borrow: bool = False, shape: Sequence | None = None,
+           dtype: str | None = None) -> SharedVariable:
+    """A variable whose value persists between calls (Theano's ``shared``).
+
+    The static shape is the value's, unless ``shape`` declares some dims ``None`` so that
+    ``set_value`` may change them.
+    """
+    array = np.asarray(value, dtype=dtype)
+    if array.dtype == np.float64 and isinstance(value, float):
+        array = array.astype(config.floatX)
+    array = array if borrow and array is value else np.array(array, copy=True, order="C")
+    tensor_type = TensorType(as_dtype(array.dtype), tuple(array.shape) if shape is None else tuple(shape))
+    if not tensor_type.accepts_shape(array.shape):
+        raise KilnShapeError(f"shared {name!r}: value of shape {array.shape} does not fit shape {shape}")
+    return SharedVariable(array, tensor_type, name=name, site=user_site())
+
+
+@dataclass
+class FunctionGraph:
+    """What a backend compiles: inputs (user inputs, then shared variables) -> outputs (user
+    outputs, then update values)."""
+
+    inputs: list[Variable]
+    outputs: list[Variable]
+    n_user_inputs: int
+    n_user_outputs: int
+    shared: list[SharedVariable]
+    updated: list[SharedVariable]
+    profile: dict = field(default_factory=dict)
+
+
+def _normalize_updates(updates: Any) -> list[tuple[SharedVariable, Variable]]:
+    if updates is None:
+        return []
+    pairs = list(updates.items()) if isinstance(updates, dict) else list(updates)
+    result, seen = [], set()
+    for target, value in pairs:
+        if not isinstance(target, SharedVariable):
+            raise KilnTypeError(f"updates: {target!r} is not a shared variable; only shared variables can be updated")
+        if id(target) in seen:
+            raise KilnValueError(f"updates: shared variable {target.name!r} is updated twice")
+        seen.add(id(target))
+        value = as_variable(value, dtype=target.dtype) if not isinstance(value, Variable) else value
+        if value.dtype != target.dtype:
+            raise KilnTypeError(
+                f"update of shared variable {target.name!r} (declared at {target.site}): expected dtype "
+                f"{target.dtype}, given an expression of dtype {value.dtype} (created at {value.site}); "
+                f"updates never change dtype: cast the expression")
+        if value.ndim != target.ndim or not _compatible(target.type.shape, value.type.shape):
+            raise KilnShapeError(
+                f"update of shared variable {target.name!r} (declared at {target.site}): expected shape "
+                f"{format_shape(target.type.shape)}, given {value.type} (created at {value.site})")
+        result.append((target, value))
+    return result
+
+
+def _compatible(a: tuple, b: tuple) -> bool:
+    return all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _add_default_updates(outputs: list[Variable], updates: list) -> list:
+    updated = {id(s) for s, _ in updates}
+    changed = True
+    while changed:
+        changed = False
+        for var in graph_inputs(outputs + [v for _, v in updates]):
+            if isinstance(var, SharedVariable) and var.default_update is not None and id(var) not in updated:
+                updates.append((var, var.default_update))
+                updated.add(id(var))
+                changed = True
+    return updates
+
+
+def build_function_graph(inputs: list[Variable], outputs: list[Variable], updates: list,
+                         givens: Any, no_default_updates: bool) -> FunctionGraph:
+    if givens:
+        pairs = list(givens.items()) if isinstance(givens, dict) else list(givens)
+        replace = {}
+        for old, new in pairs:
+            new = as_variable(new)
+            if old.type.dtype != new.dtype:
+                raise KilnTypeError(f"givens: {old!r} is {old.type} but its replacement is {new.type}")
+            replace[old] = new
+        targets = [v for _, v in updates]
+        cloned = clone_replace(outputs + targets, replace)
+        outputs = cloned[:len(outputs)]
+        updates = [(s, v) for (s, _), v in zip(updates, cloned[len(outputs):])]
+    if not no_default_updates:
+        updates = _add_default_updates(outputs, updates)
+    all_outputs = outputs + [v for _, v in updates]
+    shared_vars = [v for v in graph_inputs(all_outputs) if isinstance(v, SharedVariable)]
+    for s, _ in updates:
+        if s not in shared_vars:
+            shared_vars.append(s)
+    return FunctionGraph(list(inputs) + shared_vars, all_outputs, len(inputs), len(outputs),
+                         shared_vars, [s for s, _ in updates])
+
+
+class Function:
+    """A compiled function. Call it with one array per input (positionally or by name)."""
+
+    def __init__(self, fgraph: FunctionGraph, compiled: Any, backend: str, single_output: bool,
+                 allow_input_downcast: bool, sites: list[str], names: list[str]) -> None:
+        self.fgraph = fgraph
+        self.compiled = compiled
+        self.backend = backend
+        self.single_output = single_output
+        self.allow_input_downcast = allow_input_downcast
+        self.input_types = [v.type for v in fgraph.inputs[:fgraph.n_user_inputs]]
+        self.input_names = names
+        self.input_sites = sites
+        self.shared = fgraph.shared
+        self.updated_index = [fgraph.shared.index(s) for s in fgraph.updated]
+        self.compile_profile = fgraph.profile
+
+    @property
+    def kernels(self) -> list:
+        return list(getattr(self.compiled, "kernels", []))
+
+    def __repr__(self) -> str:
+        return f"<kiln Function({', '.join(self.input_names)}) on {self.backend}>"
+
+    def _arguments(self, args: tuple, kwargs: dict) -> list:
+        n = len(self.input_types)
+        if kwargs:
+            args = list(args) + [None] * (n - len(args))
+            for key, value in kwargs.items():
+                if key not in self.input_names:
+                    raise KilnTypeError(
+                        f"function got an unexpected keyword argument {key!r}; inputs are {self.input_names}")
+                args[self.input_names.index(key)] = value
+            if any(a is None for a in args):
+                missing = [self.input_names[i] for i, a in enumerate(args) if a is None]
+                raise KilnTypeError(f"function is missing inputs {missing}")
+        if len(args) != n:
+            raise KilnTypeError(f"function expects {n} argument{'s' if n != 1 else ''} "
+                                f"({', '.join(self.input_names)}), given {len(args)}")
+        return [t.filter(a, name, self.allow_input_downcast, site)
+                for t, a, name, site in zip(self.input_types, args, self.input_names, self.input_sites)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        arrays = self._arguments(args, kwargs)
+        shared_values = [s.value for s in self.shared]
+        results = self.compiled.run(arrays + shared_values)
+        n_out = self.fgraph.n_user_outputs
+        outputs, new_values = results[:n_out], results[n_out:]
+        for target, value in zip(self.fgraph.updated, new_values):
+            if not target.type.accepts_shape(np.shape(value)) or np.shape(value) != np.shape(target.value) \
+                    and None not in target.type.shape:
+                raise KilnShapeError(f"update of shared variable {target.name!r}: the new value has shape "
+                                     f"{np.shape(value)}, the variable {format_shape(target.type.shape)}")
+        owned = arrays + shared_values
+        outputs = _fresh(outputs, owned)
+        new_values = _fresh(new_values, owned + outputs)
+        for target, value in zip(self.fgraph.updated, new_values):
+            target._value = value
+        return outputs[0] if self.single_output else outputs
+
+
+def _fresh(values: list, owned: list) -> list:
+    """Copies of results that alias memory the caller or Kiln owns, so callers own outputs."""
+    result = []
+    for value in values:
+        value = np.asarray(value)
+        if not value.flags.owndata or any(np.may_share_memory(value, o) for o in owned + result):
+            value = value.copy()
+        result.append(value)
+    return result
+
+
+def function(inputs: Sequence[Variable], outputs: Any = None, updates: Any = None, givens: Any = None,
+             backend: str | None = None, mode: str | None = None, optimizer: str | None = "default",
+             on_unused_input: str = "raise", allow_input_downcast: bool = False,
+             no_default_updates: bool = False, name: str | None = None) -> Function:
+    """Compile ``inputs -> outputs`` (one variable or a list), applying ``updates`` after each call."""
+    start = time.perf_counter()
+    inputs = list(inputs)
+    for i, v in enumerate(inputs):
+        if not isinstance(v, Variable) or isinstance(v, (Constant, SharedVariable)) or v.owner is not None:
+            raise KilnTypeError(f"function input {i} ({v!r}) must be a symbolic input variable made with "
+                                f"T.scalar / T.matrix / ...; shared variables and expressions cannot be inputs")
+    if len({id(v) for v in inputs}) != len(inputs):
+        raise KilnValueError("function: the same variable is given twice as an input")
+    single = outputs is not None and not isinstance(outputs, (list, tuple))
+    out_list = [] if outputs is None else ([outputs] if single else list(outputs))
+    out_list = [as_variable(o) for o in out_list]
+    update_pairs = _normalize_updates(updates)
+
+    fgraph = build_function_graph(inputs, out_list, update_pairs, givens, no_default_updates)
+    _check_unused(inputs, fgraph, on_unused_input)
+    backend_name = backend or config.resolved_backend()
+    from backends import get_backend
+
+    backend_impl = get_backend(backend_name)
+    fgraph.profile["graph"] = time.perf_counter() - start
+    if optimizer is not None:
+        from engine.rewrite import optimize
+
+        optimize(fgraph, fuse=backend_impl.fuses)
+    fgraph.profile["optimize"] = time.perf_counter() - start - fgraph.profile["graph"]
+    before = time.perf_counter()
+    compiled = backend_impl.compile(fgraph, {"mode": mode, "name": name})
+    fgraph.profile["backend"] = time.perf_counter() - before
+    names = [v.name or f"input{i}" for i, v in enumerate(inputs)]
+    return Function(fgraph, compiled, backend_name, single, allow_input_downcast,
+                    [v.site for v in inputs], names)
+
+
+def _check_unused(inputs: list[Variable], fgraph: FunctionGraph, policy: str) -> None:
+    if policy not in ("raise", "warn", "ignore"):
+        raise KilnValueError(f"on_unused_input must be 'raise', 'warn' or 'ignore', given {policy!r}")
+    used = {id(v) for v in graph_inputs(fgraph.outputs)}
+    for i, v in enumerate(inputs):
+        if id(v) not in used and policy != "ignore":
+            message = (f"function input {i} ({v.name or v!r}, declared at {v.site}) is not used to compute "
+                       f"any output; pass on_unused_input='ignore' (or 'warn') if that is intended")
+            if policy == "raise":
+                raise KilnValueError(message)
+            warnings.warn(message, stacklevel=3)

@@ -1,0 +1,162 @@
+"""Reductions along axes (sum, prod, max, min), argmax/argmin, and the builders for mean, var,
+std with ``axis`` and ``keepdims``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.errors import KilnValueError
+from engine.graph import Apply, Constant, Op, Variable, as_variable
+from engine.types import TensorType, is_float
+
+REDUCERS = ("sum", "prod", "max", "min")
+
+
+def normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    normalized = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise KilnValueError(f"axis {a} is out of range for a {ndim}-d tensor")
+        normalized.append(a % ndim)
+    if len(set(normalized)) != len(normalized):
+        raise KilnValueError(f"repeated axis in {axes}")
+    return tuple(sorted(normalized))
+
+
+class Reduce(Op):
+    """Reduce ``x`` over ``axes`` with ``reducer``; the reduced axes are removed."""
+
+    props = ("reducer", "axes")
+
+    def __init__(self, reducer: str, axes: tuple) -> None:
+        if reducer not in REDUCERS:
+            raise KilnValueError(f"unknown reducer {reducer!r}")
+        self.reducer = reducer
+        self.axes = tuple(axes)
+
+    def make_node(self, x: Variable) -> Apply:
+        if any(not 0 <= a < x.ndim for a in self.axes):
+            raise KilnValueError(f"{self}: axes out of range for {x.type}")
+        if self.reducer in ("max", "min") and 0 in [x.type.shape[a] for a in self.axes]:
+            raise KilnValueError(f"{self} of an empty axis of {x.type} (created at {x.site})")
+        shape = tuple(d for i, d in enumerate(x.type.shape) if i not in self.axes)
+        return Apply(self, [x], [TensorType(x.dtype, shape)])
+
+    def vjp(self, node: Apply, grads: list) -> list:
+        from engine.ops import elemwise as E
+        from engine.ops.shape import broadcast_like
+
+        x, out = node.inputs[0], node.outputs[0]
+        if not is_float(x.dtype):
+            return [None]
+        g = broadcast_like(keep_dims(grads[0], x.ndim, self.axes), x)
+        if self.reducer == "sum":
+            return [g]
+        out_b = broadcast_like(keep_dims(out, x.ndim, self.axes), x)
+        if self.reducer == "prod":
+            return [E.true_div(E.mul(g, out_b), x)]
+        # max/min: every element equal to the extremum gets the gradient (as Theano)
+        return [E.where(E.apply("eq", x, out_b), g, 0)]
+
+
+class Argmax(Op):
+    """Index of the first maximum (or minimum) along one axis, int64."""
+
+    props = ("axis", "minimum")
+
+    def __init__(self, axis: int, minimum: bool = False) -> None:
+        self.axis = axis
+        self.minimum = minimum
+
+    def make_node(self, x: Variable) -> Apply:
+        if not 0 <= self.axis < x.ndim:
+            raise KilnValueError(f"argmax axis {self.axis} out of range for {x.type}")
+        shape = tuple(d for i, d in enumerate(x.type.shape) if i != self.axis)
+        return Apply(self, [x], [TensorType("int64", shape)])
+
+    def vjp(self, node: Apply, grads: list) -> list:
+        return [None]
+
+
+def keep_dims(y: Variable, ndim: int, axes: tuple) -> Variable:
+    """Re-insert the reduced ``axes`` of an ``ndim``-d input as length-1 axes."""
+    from engine.ops.shape import dimshuffle
+
+    pattern, j = [], 0
+    for i in range(ndim):
+        if i in axes:
+            pattern.append("x")
+        else:
+            pattern.append(j)
+            j += 1
+    return dimshuffle(y, pattern)
+
+
+def reduce(x: object, reducer: str, axis=None, keepdims: bool = False) -> Variable:
+    x = as_variable(x)
+    axes = normalize_axes(axis, x.ndim)
+    if reducer == "sum" and x.dtype == "bool":
+        from engine.ops.elemwise import cast
+
+        x = cast(x, "int64")
+    y = Reduce(reducer, axes)(x) if axes else x
+    return keep_dims(y, x.ndim, axes) if keepdims and axes else y
+
+
+def count(x: Variable, axes: tuple, dtype: str) -> Variable:
+    """Number of elements over ``axes`` (a constant when the dims are static)."""
+    from engine.ops import elemwise as E
+    from engine.ops.shape import shape_of
+
+    dims = [x.type.shape[a] for a in axes]
+    if None not in dims:
+        total = 1
+        for d in dims:
+            total *= d
+        return Constant(total, dtype=dtype)
+    n = Constant(1, dtype="int64")
+    for a in axes:
+        n = E.mul(n, shape_of(x, a))
+    return E.cast(n, dtype)
+
+
+def mean(x: object, axis=None, keepdims: bool = False) -> Variable:
+    from engine.config import config
+    from engine.ops import elemwise as E
+
+    x = as_variable(x)
+    dtype = x.dtype if is_float(x.dtype) else config.floatX
+    axes = normalize_axes(axis, x.ndim)
+    total = reduce(E.cast(x, dtype), "sum", axes, keepdims)
+    return E.true_div(total, count(x, axes, dtype))
+
+
+def var(x: object, axis=None, keepdims: bool = False, ddof: int = 0) -> Variable:
+    from engine.ops import elemwise as E
+
+    x = as_variable(x)
+    axes = normalize_axes(axis, x.ndim)
+    centered = E.sub(x, mean(x, axes, keepdims=True))
+    total = reduce(E.sqr(centered), "sum", axes, keepdims)
+    n = count(x, axes, total.dtype)
+    return E.true_div(total, E.sub(n, ddof) if ddof else n)
+
+
+def std(x: object, axis=None, keepdims: bool = False, ddof: int = 0) -> Variable:
+    from engine.ops import elemwise as E
+
+    return E.apply("sqrt", var(x, axis, keepdims, ddof))
+
+
+def argmax(x: object, axis: int | None = None, keepdims: bool = False, minimum: bool = False) -> Variable:
+    from engine.ops.shape import flatten
+
+    x = as_variable(x)
+    if axis is None:
+        x, axis = flatten(x, 1), 0
+    axis = normalize_axes(axis, x.ndim)[0]
+    y = Argmax(axis, minimum)(x)
+    return keep_dims(y, x.ndim, (axis,)) if keepdims else y

@@ -1,0 +1,269 @@
+"""Theano-style symbolic tensors: ``import frontends.tensor as T``.
+
+    x = T.matrix("x")                     # float32 (engine.config.floatX) unless told
+    y = T.nnet.sigmoid(T.dot(x, W) + b)   # or T.sigmoid
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine import ops  # noqa: F401  (gives Variable its operators)
+from engine.config import config
+from engine.errors import user_site
+from engine.graph import Constant, Variable, as_variable
+from engine.ops import blas, indexing
+from engine.ops import elemwise as E
+from engine.ops import reduce as R
+from engine.ops import shape as S
+from engine.ops.shape import arange, concatenate, dimshuffle, flatten, reshape, stack, stop_gradient, transpose  # noqa: F401
+from engine.types import TensorType
+
+# -- declaring inputs -----------------------------------------------------------------------
+
+
+def tensor(dtype: str | None = None, shape: Sequence | None = None, name: str | None = None,
+           ndim: int | None = None) -> Variable:
+    """A symbolic input of the given dtype and static shape (``None`` = known at run time)."""
+    if shape is None:
+        shape = (None,) * (ndim or 0)
+    return Variable(TensorType(dtype or config.floatX, tuple(shape)), name=name, site=user_site())
+
+
+def scalar(name: str | None = None, dtype: str | None = None) -> Variable:
+    return tensor(dtype, (), name)
+
+
+def vector(name: str | None = None, dtype: str | None = None, shape: Sequence | None = None) -> Variable:
+    return tensor(dtype, shape or (None,), name)
+
+
+def matrix(name: str | None = None, dtype: str | None = None, shape: Sequence | None = None) -> Variable:
+    return tensor(dtype, shape or (None, None), name)
+
+
+def tensor3(name: str | None = None, dtype: str | None = None, shape: Sequence | None = None) -> Variable:
+    return tensor(dtype, shape or (None,) * 3, name)
+
+
+def tensor4(name: str | None = None, dtype: str | None = None, shape: Sequence | None = None) -> Variable:
+    return tensor(dtype, shape or (None,) * 4, name)
+
+
+def iscalar(name: str | None = None) -> Variable:
+    return scalar(name, "int32")
+
+
+def lscalar(name: str | None = None) -> Variable:
+    return scalar(name, "int64")
+
+
+def ivector(name: str | None = None) -> Variable:
+    return vector(name, "int32")
+
+
+def lvector(name: str | None = None) -> Variable:
+    return vector(name, "int64")
+
+
+def imatrix(name: str | None = None) -> Variable:
+    return matrix(name, "int32")
+
+
+def constant(value: Any, dtype: str | None = None, name: str | None = None) -> Constant:
+    if dtype is None and isinstance(value, float):
+        dtype = config.floatX
+    return Constant(value, dtype=dtype, name=name)
+
+
+as_tensor_variable = as_variable
+
+# -- elementwise ----------------------------------------------------------------------------
+
+
+def _unary(name: str):
+    def fn(x: Any) -> Variable:
+        return E.apply(name, x)
+    fn.__name__ = name
+    fn.__doc__ = f"Elementwise {name}."
+    return fn
+
+
+abs = _unary("abs")  # noqa: A001 - Theano's name
+neg = _unary("neg")
+exp = _unary("exp")
+expm1 = _unary("expm1")
+log = _unary("log")
+log1p = _unary("log1p")
+sqrt = _unary("sqrt")
+sqr = square = _unary("sqr")
+tanh = _unary("tanh")
+sigmoid = _unary("sigmoid")
+softplus = _unary("softplus")
+relu = _unary("relu")
+sin = _unary("sin")
+cos = _unary("cos")
+sgn = sign = _unary("sign")
+floor = _unary("floor")
+ceil = _unary("ceil")
+round = _unary("round")  # noqa: A001
+erf = _unary("erf")
+reciprocal = _unary("reciprocal")
+invert = _unary("invert")
+
+
+def pow(a: Any, b: Any) -> Variable:  # noqa: A001
+    return E.apply("pow", a, b)
+
+
+def maximum(a: Any, b: Any) -> Variable:
+    return E.apply("maximum", a, b)
+
+
+def minimum(a: Any, b: Any) -> Variable:
+    return E.apply("minimum", a, b)
+
+
+def clip(x: Any, low: Any, high: Any) -> Variable:
+    return minimum(maximum(x, low), high)
+
+
+def where(condition: Any, a: Any, b: Any) -> Variable:
+    return E.apply("where", condition, a, b)
+
+
+switch = where
+
+
+def cast(x: Any, dtype: str) -> Variable:
+    return E.cast(as_variable(x), dtype)
+
+
+def eq(a: Any, b: Any) -> Variable:
+    return E.apply("eq", a, b)
+
+
+def neq(a: Any, b: Any) -> Variable:
+    return E.apply("neq", a, b)
+
+
+def lt(a: Any, b: Any) -> Variable:
+    return E.apply("lt", a, b)
+
+
+def le(a: Any, b: Any) -> Variable:
+    return E.apply("le", a, b)
+
+
+def gt(a: Any, b: Any) -> Variable:
+    return E.apply("gt", a, b)
+
+
+def ge(a: Any, b: Any) -> Variable:
+    return E.apply("ge", a, b)
+
+
+def and_(a: Any, b: Any) -> Variable:
+    return E.apply("and", a, b)
+
+
+def or_(a: Any, b: Any) -> Variable:
+    return E.apply("or", a, b)
+
+
+def zeros_like(x: Any, dtype: str | None = None) -> Variable:
+    x = as_variable(x)
+    return E.zeros_like(x) if dtype is None else cast(E.zeros_like(x), dtype)
+
+
+def ones_like(x: Any, dtype: str | None = None) -> Variable:
+    x = as_variable(x)
+    return E.ones_like(x) if dtype is None else cast(E.ones_like(x), dtype)
+
+
+def fill(like: Any, value: Any) -> Variable:
+    return S.broadcast_like(as_variable(value), as_variable(like))
+
+
+# -- reductions -------------------------------------------------------------------------------
+
+
+def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: A001
+    return R.reduce(x, "sum", axis, keepdims)
+
+
+def prod(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:
+    return R.reduce(x, "prod", axis, keepdims)
+
+
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: A001
+    return R.reduce(x, "max", axis, keepdims)
+
+
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Variable:  # noqa: A001
+    return R.reduce(x, "min", axis, keepdims)
+
+
+mean = R.mean
+var = R.var
+std = R.std
+
+
+def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Variable:
+    return R.argmax(x, axis, keepdims)
+
+
+def argmin(x: Any, axis: int | None = None, keepdims: bool = False) -> Variable:
+    return R.argmax(x, axis, keepdims, minimum=True)
+
+
+# -- products and shapes ----------------------------------------------------------------------
+
+dot = blas.dot
+matmul = blas.dot
+
+
+def outer(a: Any, b: Any) -> Variable:
+    a, b = as_variable(a), as_variable(b)
+    return dimshuffle(a, 0, "x") * dimshuffle(b, "x", 0)
+
+
+def shape(x: Any) -> Variable:
+    return S.Shape()(as_variable(x))
+
+
+def shape_padleft(x: Any, n: int = 1) -> Variable:
+    x = as_variable(x)
+    return dimshuffle(x, *(["x"] * n), *range(x.ndim))
+
+
+def shape_padright(x: Any, n: int = 1) -> Variable:
+    x = as_variable(x)
+    return dimshuffle(x, *range(x.ndim), *(["x"] * n))
+
+
+def squeeze(x: Any, axis: Any = None) -> Variable:
+    x = as_variable(x)
+    axes = [i for i, d in enumerate(x.type.shape) if d == 1] if axis is None else R.normalize_axes(axis, x.ndim)
+    return dimshuffle(x, [i for i in range(x.ndim) if i not in axes])
+
+
+def expand_dims(x: Any, axis: int) -> Variable:
+    x = as_variable(x)
+    axis = axis % (x.ndim + 1)
+    return dimshuffle(x, *range(axis), "x", *range(axis, x.ndim))
+
+
+set_subtensor = indexing.set_subtensor
+inc_subtensor = indexing.inc_subtensor
+
+
+def zeros(shape: Sequence[int], dtype: str | None = None) -> Constant:
+    return Constant(np.zeros(shape, dtype=dtype or config.floatX))
+
+
+def ones(shape: Sequence[int], dtype: str | None = None) -> Constant:
+    return Constant(np.ones(shape, dtype=dtype or config.floatX))
