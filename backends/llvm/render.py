@@ -1,0 +1,431 @@
+"""Kernel IR -> LLVM IR (an ``llvmlite.ir.Module``) for the CPU.
+
+``render_module(kernels)`` renders kernels into one module; each IR node type has an emitter
+in the ``EXPR_EMITTERS`` / ``STMT_EMITTERS`` tables (arithmetic lives in mathops.py).
+
+ABI (one C entry point per kernel)
+----------------------------------
+``void NAME(const int64_t *args)``: one packed array of 8-byte slots, parameters in order
+(``abi_layout(kernel)`` gives each parameter's first slot):
+
+* ``BufferParam`` of ndim d: ``1 + 2d`` slots: data pointer, ``shape[0..d)``,
+  ``strides[0..d)`` in ELEMENTS (0 for a broadcast dim);
+* ``ScalarParam``: 1 slot holding the value in its low bytes (little endian), e.g. a
+  float32 in bytes 0..3, a bool as one byte 0/1.
+
+The entry loads every pointer/shape/stride/scalar once, in its prologue.
+
+Loops
+-----
+``serial``: a plain counted loop. ``unroll``: copied per iteration when the bounds are
+constants (<= 64 trips), else serial. ``vectorize``: the body already computes vectors (see
+engine/loopopt.py); the loop is versioned: when every vector-accessed parameter buffer has
+unit stride on its last axis the fast copy uses plain vector loads/stores, otherwise a copy
+whose vector accesses check the stride (unit: vector op; other, 0 included: per lane).
+``parallel``: the loop body is outlined into ``internal void NAME__parK(int64 t0, int64 t1,
+void *ctx)`` running iterations [t0, t1); ``ctx`` holds the args pointer, start, step and the
+captured locals. The kernel calls ``kiln_parallel_for(fn, 0, trips, ctx)``, a symbol the
+runtime provides, which splits [0, trips) into row blocks over its threads.
+GPU-only nodes (``ThreadIdx``/``BlockIdx``/``BlockDim``, shared ``Alloc``, ``Barrier``,
+block_*/thread_* loops) raise ``RenderError``.
+"""
+
+from __future__ import annotations
+
+import llvmlite.ir as ll
+
+from backends.llvm.mathops import I32, I64, PTR, VOID, Ops, mem_type, ty
+from engine import kernel_ir as kir
+from engine.errors import KilnError
+
+PARALLEL_FOR = "kiln_parallel_for"
+MAX_RENDER_UNROLL = 64
+
+
+class RenderError(KilnError, ValueError):
+    """Kernel IR the LLVM backend cannot render (names kernel and node)."""
+
+
+def abi_layout(kernel):
+    """([(param, first slot)], total slots) of a kernel's packed argument array."""
+    out, slot = [], 0
+    for p in kernel.params:
+        out.append((p, slot))
+        slot += 1 + 2 * p.ndim if isinstance(p, kir.BufferParam) else 1
+    return out, slot
+
+
+def render_module(kernels, name="kiln"):
+    """One llvmlite module holding the entry point (and outlined bodies) of each kernel."""
+    module = ll.Module(name)
+    for k in kernels:
+        KernelRenderer(k, module).render()
+    return module
+
+
+def _i64(v):
+    return ll.Constant(I64, v)
+
+
+class KernelRenderer:
+    def __init__(self, kernel, module):
+        self.k = kernel
+        self.m = module
+        self.n_outlined = 0
+
+    def fail(self, node, msg):
+        raise RenderError(f"LLVM backend, kernel {self.k.name!r}: {msg}\n  at: "
+                          f"{kir.describe(node)}")
+
+    # -- function state (swapped while outlining a parallel loop)
+    def begin(self, fn):
+        fn.attributes.add("nounwind")
+        self.fn = fn
+        self.entry = fn.append_basic_block("entry")  # allocas only; ends by jumping to start
+        self.b = ll.IRBuilder(fn.append_basic_block("start"))
+        self.alloca_b = ll.IRBuilder(self.entry)
+        self.ops = Ops(self.b, self.m)
+        self.env = {}    # name -> (SSA value, None, dtype) | (alloca, type, dtype)
+        self.bufs = {}   # name -> (data pointer, [dims], [strides]) as i64 values
+        self.unit_stride = False
+
+    def save(self):
+        return {k: getattr(self, k) for k in
+                ("fn", "entry", "b", "alloca_b", "ops", "env", "bufs", "unit_stride", "args_ptr")}
+
+    def restore(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    def alloca(self, t, name):
+        a = self.alloca_b.alloca(t, name=name)
+        a.type = PTR  # an opaque pointer, like every other pointer here
+        return a
+
+    def finish(self):
+        self.b.ret_void()
+        self.alloca_b.branch(self.fn.blocks[1])
+
+    def block_named(self, name):
+        return self.fn.append_basic_block(name)
+
+    def render(self):
+        fn = ll.Function(self.m, ll.FunctionType(VOID, [PTR]), name=self.k.name)
+        fn.args[0].name = "args"
+        self.begin(fn)
+        self.prologue(fn.args[0])
+        self.block(self.k.body)
+        self.finish()
+
+    def prologue(self, args):
+        b = self.b
+        self.args_ptr = args
+
+        def slot(i, t, name):
+            return b.load(b.gep(args, [_i64(i)], source_etype=I64), typ=t, name=name)
+        layout, _ = abi_layout(self.k)
+        for p, s in layout:
+            if isinstance(p, kir.BufferParam):
+                d = p.ndim
+                self.bufs[p.name] = (
+                    slot(s, PTR, f"{p.name}.data"),
+                    [slot(s + 1 + a, I64, f"{p.name}.shape{a}") for a in range(d)],
+                    [slot(s + 1 + d + a, I64, f"{p.name}.stride{a}") for a in range(d)])
+            else:
+                v = slot(s, mem_type(p.dtype), p.name)
+                self.env[p.name] = (self.ops.from_mem(v, p.dtype), None, p.dtype)
+
+    # -- statements
+    def block(self, body):
+        for s in body:
+            fn = STMT_EMITTERS.get(type(s))
+            if fn is None:
+                self.fail(s, f"no emitter for {type(s).__name__}")
+            fn(self, s)
+
+    def emit_loop(self, name, start, stop, step, body):
+        """for (i = start; i < stop; i += step) body(i); leaves the builder after the loop."""
+        b = self.b
+        ivar = self.alloca(I64, name + ".addr")
+        b.store(start, ivar)
+        cond, loop, done = (self.block_named(f"{name}.{x}") for x in ("cond", "body", "end"))
+        b.branch(cond)
+        b.position_at_end(cond)
+        i = b.load(ivar, typ=I64, name=name)
+        b.cbranch(b.icmp_signed("<", i, stop), loop, done)
+        b.position_at_end(loop)
+        body(i)
+        b.store(b.add(i, _i64(step)), ivar)
+        b.branch(cond)
+        b.position_at_end(done)
+
+    def loop_body(self, s):
+        def body(i):
+            self.env[s.var.name] = (i, None, "int64")
+            self.block(s.body)
+        return body
+
+    def s_loop(self, s):
+        if s.kind in kir.GPU_LOOP_KINDS:
+            self.fail(s, f"loop kind {s.kind!r} is for GPU backends")
+        if s.kind == "parallel":
+            return self.parallel(s)
+        name = s.var.name
+        if s.kind == "unroll" and isinstance(s.start, kir.Const) and \
+                isinstance(s.stop, kir.Const) and \
+                len(range(s.start.value, s.stop.value, s.step)) <= MAX_RENDER_UNROLL:
+            for i in range(s.start.value, s.stop.value, s.step):
+                self.env[name] = (_i64(i), None, "int64")
+                self.block(s.body)
+            return
+        start, stop = self.expr(s.start), self.expr(s.stop)
+        vec_bufs = sorted({n.buf.name for n in kir.walk(s.body)
+                           if isinstance(n, (kir.Load, kir.Store))
+                           and isinstance(n.buf, kir.BufferParam)
+                           and (n.lanes if isinstance(n, kir.Load) else n.value.lanes) > 1})
+        if s.kind != "vectorize" or not vec_bufs or self.unit_stride:
+            return self.emit_loop(name, start, stop, s.step, self.loop_body(s))
+        b = self.b
+        unit = None
+        for bn in vec_bufs:
+            c = b.icmp_signed("==", self.bufs[bn][2][-1], _i64(1))
+            unit = c if unit is None else b.and_(unit, c)
+        fast, slow, done = (self.block_named(f"{name}.{x}")
+                            for x in ("unit_stride", "any_stride", "versions_end"))
+        b.cbranch(unit, fast, slow)
+        b.position_at_end(fast)
+        self.unit_stride = True
+        self.emit_loop(name, start, stop, s.step, self.loop_body(s))
+        self.unit_stride = False
+        b.branch(done)
+        b.position_at_end(slow)
+        self.emit_loop(name, start, stop, s.step, self.loop_body(s))
+        b.branch(done)
+        b.position_at_end(done)
+
+    def parallel(self, s):
+        b = self.b
+        start, stop = self.expr(s.start), self.expr(s.stop)
+        diff = b.sub(stop, start)
+        trips = b.select(b.icmp_signed(">", diff, _i64(0)),
+                         b.sdiv(b.add(diff, _i64(s.step - 1)), _i64(s.step)), _i64(0))
+        # capture the outer names the body reads (params are reloaded from args)
+        params = {p.name for p in self.k.params}
+        names = sorted(kir.free_vars(s) - kir.bound_names(s) - params)
+        values = [self.read(n) for n in names]
+        inner = {n.buf.name for n in kir.walk(s) if isinstance(n, kir.Alloc)}
+        local_bufs = sorted({n.buf.name for n in kir.walk(s) if isinstance(n, (kir.Load, kir.Store))
+                             and isinstance(n.buf, kir.LocalBuffer)} - inner)
+        fields = [PTR, I64] + [v.type for v in values] + [PTR] * len(local_bufs)
+        ctx_t = ll.LiteralStructType(fields)
+        ctx = self.alloca(ctx_t, f"{s.var.name}.ctx")
+
+        def field(base, k):
+            return self.b.gep(base, [ll.Constant(I32, 0), ll.Constant(I32, k)],
+                              source_etype=ctx_t)
+        stored = [self.args_ptr, start] + values + [self.bufs[n][0] for n in local_bufs]
+        for k, v in enumerate(stored):
+            b.store(v, field(ctx, k))
+        outlined = ll.Function(self.m, ll.FunctionType(VOID, [I64, I64, PTR]),
+                               name=f"{self.k.name}__par{self.n_outlined}")
+        outlined.linkage = "internal"
+        self.n_outlined += 1
+        outer = self.save()
+        self.begin(outlined)
+        t0, t1, cp = outlined.args
+        t0.name, t1.name, cp.name = "t0", "t1", "ctx"
+        loaded = [self.b.load(field(cp, k), typ=t) for k, t in enumerate(fields)]
+        self.prologue(loaded[0])
+        for n, v in zip(names, loaded[2:2 + len(names)]):
+            self.env[n] = (v, None, outer["env"][n][2])
+        for n, v in zip(local_bufs, loaded[2 + len(names):]):
+            self.bufs[n] = (v,) + outer["bufs"][n][1:]
+        first = loaded[1]
+
+        def body(t):
+            i = self.b.add(first, self.b.mul(t, _i64(s.step)), name=s.var.name)
+            self.env[s.var.name] = (i, None, "int64")
+            self.block(s.body)
+        self.emit_loop("t", t0, t1, 1, body)
+        self.finish()
+        self.restore(outer)
+        pfor = self.ops.declare(PARALLEL_FOR, VOID, [PTR, I64, I64, PTR])
+        self.b.call(pfor, [outlined, _i64(0), trips, ctx])
+
+    def s_store(self, s):
+        value = self.ops.to_mem(self.expr(s.value), s.buf.dtype)
+        ptr, stride = self.element_ptr(s.buf, s.index)
+        lanes = s.value.lanes
+        align = kir.itemsize(s.buf.dtype)
+        if lanes == 1 or self.contiguous(s.buf):
+            self.b.store(value, ptr, align=align)
+            return
+
+        def scalar_path():
+            for k in range(lanes):
+                p = self.b.gep(ptr, [self.b.mul(_i64(k), stride)], source_etype=mem_type(s.buf.dtype))
+                self.b.store(self.b.extract_element(value, ll.Constant(I32, k)), p, align=align)
+        def vector_path():
+            self.b.store(value, ptr, align=align)
+        self.stride_switch(stride, vector_path, scalar_path)
+
+    def s_declare(self, s):
+        t = ty(s.var.dtype, s.var.lanes)
+        p = self.alloca(t, s.var.name)
+        self.b.store(self.expr(s.init), p)
+        self.env[s.var.name] = (p, t, s.var.dtype)
+
+    def s_assign(self, s):
+        self.b.store(self.expr(s.value), self.env[s.var.name][0])
+
+    def s_if(self, s):
+        b = self.b
+        cond = self.expr(s.cond)
+        then, other, done = (self.block_named(x) for x in ("if.then", "if.else", "if.end"))
+        b.cbranch(cond, then, other)
+        for blk, body in ((then, s.then), (other, s.orelse)):
+            b.position_at_end(blk)
+            self.block(body)
+            b.branch(done)
+        b.position_at_end(done)
+
+    def s_alloc(self, s):
+        buf = s.buf
+        if buf.scope != "local":
+            self.fail(s, f"{buf.scope} memory is for GPU backends")
+        n = 1
+        for d in buf.shape:
+            n *= d
+        arr = self.alloca(ll.ArrayType(mem_type(buf.dtype), n), buf.name)
+        self.bufs[buf.name] = (arr, [_i64(d) for d in buf.shape], [_i64(d) for d in buf.strides])
+
+    def s_gpu_only(self, s):
+        self.fail(s, f"{type(s).__name__} is for GPU backends")
+
+    # -- memory
+    def contiguous(self, buf):
+        return isinstance(buf, kir.LocalBuffer) or self.unit_stride
+
+    def element_ptr(self, buf, index):
+        data, _, strides = self.bufs[buf.name]
+        off = None
+        for idx, st in zip(index, strides):
+            v = self.ops.cast(self.expr(idx), idx.dtype, "int64")
+            if isinstance(st, ll.Constant) and st.constant == 0:
+                continue
+            term = v if isinstance(st, ll.Constant) and st.constant == 1 else self.b.mul(v, st)
+            off = term if off is None else self.b.add(off, term)
+        ptr = self.b.gep(data, [off if off is not None else _i64(0)],
+                         source_etype=mem_type(buf.dtype))
+        return ptr, (strides[-1] if strides else None)
+
+    def stride_switch(self, stride, unit, other):
+        """if (stride == 1) unit() else other(); returns the phi of their values (if any)."""
+        b = self.b
+        fast, slow, done = (self.block_named(x) for x in ("unit", "strided", "access_end"))
+        b.cbranch(b.icmp_signed("==", stride, _i64(1)), fast, slow)
+        out = []
+        for blk, fn in ((fast, unit), (slow, other)):
+            b.position_at_end(blk)
+            out.append((fn(), b.block))
+            b.branch(done)
+        b.position_at_end(done)
+        if out[0][0] is None:
+            return None
+        phi = b.phi(out[0][0].type)
+        for v, blk in out:
+            phi.add_incoming(v, blk)
+        return phi
+
+    # -- expressions
+    def expr(self, e):
+        fn = EXPR_EMITTERS.get(type(e))
+        if fn is None:
+            self.fail(e, f"no emitter for {type(e).__name__}")
+        return fn(self, e)
+
+    def e_const(self, e):
+        return self.ops.const(e.dtype, e.value)
+
+    def e_var(self, e):
+        if e.name not in self.env:
+            self.fail(e, f"{e.name!r} is not defined (run kernel_ir.verify)")
+        return self.read(e.name)
+
+    def read(self, name):
+        v, t, _ = self.env[name]
+        return v if t is None else self.b.load(v, typ=t)
+
+    def e_load(self, e):
+        ptr, stride = self.element_ptr(e.buf, e.index)
+        mt, align, n = mem_type(e.dtype), kir.itemsize(e.dtype), e.lanes
+        b = self.b
+        if n == 1 or self.contiguous(e.buf):
+            v = b.load(ptr, typ=mt if n == 1 else ll.VectorType(mt, n), align=align)
+            return self.ops.from_mem(v, e.dtype)
+
+        def lanes():
+            out = ll.Constant(ll.VectorType(mt, n), ll.Undefined)
+            for k in range(n):
+                p = b.gep(ptr, [b.mul(_i64(k), stride)], source_etype=mt)
+                out = b.insert_element(out, b.load(p, typ=mt, align=align), ll.Constant(I32, k))
+            return out
+        v = self.stride_switch(stride, lambda: b.load(ptr, typ=ll.VectorType(mt, n), align=align),
+                               lanes)
+        return self.ops.from_mem(v, e.dtype)
+
+    def e_dim(self, e):
+        return self.bufs[e.buf.name][1][e.axis]
+
+    def e_stride(self, e):
+        return self.bufs[e.buf.name][2][e.axis]
+
+    def e_binop(self, e):
+        return self.ops.binary(e.op, self.expr(e.a), self.expr(e.b), e.a.dtype)
+
+    def e_unop(self, e):
+        return self.ops.unary(e.op, self.expr(e.a), e.dtype)
+
+    def e_fma(self, e):
+        return self.ops.intrinsic("fma", self.expr(e.a), self.expr(e.b), self.expr(e.c))
+
+    def e_cast(self, e):
+        return self.ops.cast(self.expr(e.value), e.value.dtype, e.dtype)
+
+    def e_select(self, e):
+        return self.b.select(self.expr(e.cond), self.expr(e.a), self.expr(e.b))
+
+    def e_broadcast(self, e):
+        return self.ops.broadcast(self.expr(e.value), e.lanes)
+
+    def e_ramp(self, e):
+        n, dt = e.lanes, e.dtype
+        base = self.ops.broadcast(self.expr(e.base), n)
+        step = self.ops.broadcast(self.expr(e.stride), n)
+        lanes = ll.Constant(ty(dt, n), [ll.Constant(ty(dt), k) for k in range(n)])
+        return self.b.add(base, self.b.mul(lanes, step))
+
+    def e_reduce(self, e):
+        return self.ops.reduce(e.op, self.expr(e.value), e.dtype)
+
+    def e_gpu_only(self, e):
+        self.fail(e, f"{type(e).__name__} is for GPU backends")
+
+
+EXPR_EMITTERS = {
+    kir.Const: KernelRenderer.e_const, kir.Var: KernelRenderer.e_var,
+    kir.ScalarParam: KernelRenderer.e_var, kir.Load: KernelRenderer.e_load,
+    kir.Dim: KernelRenderer.e_dim, kir.Stride: KernelRenderer.e_stride,
+    kir.BinOp: KernelRenderer.e_binop, kir.UnOp: KernelRenderer.e_unop,
+    kir.FMA: KernelRenderer.e_fma, kir.Cast: KernelRenderer.e_cast,
+    kir.Select: KernelRenderer.e_select, kir.Broadcast: KernelRenderer.e_broadcast,
+    kir.Ramp: KernelRenderer.e_ramp, kir.ReduceLanes: KernelRenderer.e_reduce,
+    kir.ThreadIdx: KernelRenderer.e_gpu_only, kir.BlockIdx: KernelRenderer.e_gpu_only,
+    kir.BlockDim: KernelRenderer.e_gpu_only,
+}
+STMT_EMITTERS = {
+    kir.Loop: KernelRenderer.s_loop, kir.Store: KernelRenderer.s_store,
+    kir.Declare: KernelRenderer.s_declare, kir.Assign: KernelRenderer.s_assign,
+    kir.If: KernelRenderer.s_if, kir.Alloc: KernelRenderer.s_alloc,
+    kir.Barrier: KernelRenderer.s_gpu_only,
+}
