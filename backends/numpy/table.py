@@ -44,7 +44,7 @@ def run_node(node, inputs: list) -> list:
 
 
 def _load_implementations() -> None:
-    from backends.numpy import core_ops, nn_ops  # noqa: F401
+    from backends.numpy import core_ops, fused_ops, nn_ops  # noqa: F401
 
 
 _load_implementations()

@@ -1,0 +1,163 @@
+"""specialize (code generators only): 2-d MatMul -> ``Gemm`` absorbing transposes, scale, bias
+(``alpha * a @ b + beta * c``: also the SGD update ``W - lr * dot(x.T, g)``) and an activation
+epilogue; ``Conv2d`` + bias + activation -> ``FusedConv``; pooling of an activation ->
+``FusedPool``. Every rewrite keeps the numpy result bit-identical except the transposed-gemm one
+(a product computed as (b.T a.T).T), which only reorders the sum."""
+
+from __future__ import annotations
+
+from engine.graph import Constant, Variable
+from engine.ops import shape as S
+from engine.ops.blas import MatMul
+from engine.ops.elemwise import Elemwise
+from engine.ops.fused import EPILOGUE_OPS, FusedConv, FusedPool, Gemm
+from engine.rewrite.pattern import Match, Pat, PatternMatcher, Rule
+
+
+def _untransposed(v: Variable) -> tuple[bool, Variable]:
+    node = v.owner
+    if node is not None and isinstance(node.op, S.DimShuffle) and node.op.new_order == (1, 0):
+        return True, node.inputs[0]
+    return False, v
+
+
+def _gemm(m: Match):
+    a, b = m.node.inputs
+    if a.ndim != 2 or b.ndim != 2:
+        return None
+    ta, a = _untransposed(a)
+    tb, b = _untransposed(b)
+    return Gemm(trans_a=ta, trans_b=tb)(a, b)
+
+
+def _plain(g: Variable, m: Match, alpha_one: bool = False) -> Gemm | None:
+    """The Gemm op of ``g`` if it has no c and no epilogue and only this consumer."""
+    op = g.owner.op
+    if op.beta != 0.0 or op.epilogue or not m.ctx.single_client(g) or (alpha_one and op.alpha != 1.0):
+        return None
+    return op
+
+
+def _with(op: Gemm, **changes) -> Gemm:
+    values = {p: getattr(op, p) for p in op.props}
+    values.update(changes)
+    return Gemm(**values)
+
+
+def _scalar(c: Variable) -> float | None:
+    if isinstance(c, Constant) and c.ndim == 0:
+        return float(c.value)
+    return None
+
+
+def _gemm_scale(m: Match):
+    op, alpha = _plain(m.g, m, alpha_one=True), _scalar(m.c)
+    if op is None or alpha is None:
+        return None
+    return _with(op, alpha=alpha)(*m.g.owner.inputs)
+
+
+def _bias_ok(m: Match) -> bool:
+    return m.c.ndim <= 2 and m.c.dtype == m.g.dtype and m.ctx.same_shape(m.out, m.g)
+
+
+def _gemm_add(m: Match):
+    op = _plain(m.g, m)
+    if op is None or not _bias_ok(m):
+        return None
+    return _with(op, beta=1.0)(*m.g.owner.inputs, m.c)
+
+
+def _gemm_rsub(m: Match):  # c - gemm
+    op = _plain(m.g, m)
+    if op is None or not _bias_ok(m):
+        return None
+    return _with(op, alpha=-op.alpha, beta=1.0)(*m.g.owner.inputs, m.c)
+
+
+def _gemm_sub(m: Match):  # gemm - c
+    op = _plain(m.g, m)
+    if op is None or not _bias_ok(m):
+        return None
+    return _with(op, beta=-1.0)(*m.g.owner.inputs, m.c)
+
+
+def _gemm_transposed(m: Match):
+    if m.node.op.new_order != (1, 0):
+        return None
+    op = _plain(m.g, m)
+    if op is None:
+        return None
+    a, b = m.g.owner.inputs
+    return _with(op, trans_a=not op.trans_b, trans_b=not op.trans_a)(b, a)
+
+
+def _activation(m: Match) -> str | None:
+    op = m.node.op
+    return op.scalar_op if op.cast_to is None and op.scalar_op in EPILOGUE_OPS else None
+
+
+def _gemm_epilogue(m: Match):
+    act = _activation(m)
+    if act is None or not m.ctx.single_client(m.g):
+        return None
+    op = m.g.owner.op
+    return _with(op, epilogue=op.epilogue + (act,))(*m.g.owner.inputs)
+
+
+def _conv_rules() -> list[Rule]:
+    try:
+        from engine.ops.conv import Conv2d
+        from engine.ops.pool import Pool2d
+    except ImportError:
+        return []
+
+    def conv_bias(m: Match):
+        conv = m.g
+        if not m.ctx.single_client(conv) or m.c.dtype != conv.dtype or m.c.ndim > 4 \
+                or not m.ctx.same_shape(m.out, conv):
+            return None
+        if isinstance(conv.owner.op, FusedConv):
+            if conv.owner.op.has_bias or conv.owner.op.epilogue:
+                return None
+            return FusedConv(conv.owner.op.conv, True)(*conv.owner.inputs, m.c)
+        return FusedConv(conv.owner.op, True)(*conv.owner.inputs, m.c)
+
+    def conv_epilogue(m: Match):
+        act = _activation(m)
+        conv = m.g
+        if act is None or not m.ctx.single_client(conv):
+            return None
+        op = conv.owner.op
+        if isinstance(op, FusedConv):
+            return FusedConv(op.conv, op.has_bias, op.epilogue + (act,))(*conv.owner.inputs)
+        return FusedConv(op, False, (act,))(*conv.owner.inputs)
+
+    def pool_prologue(m: Match):
+        inner = m.a.owner
+        act = inner.op.scalar_op if inner.op.cast_to is None else None
+        if act not in EPILOGUE_OPS or not m.ctx.single_client(m.a):
+            return None
+        return FusedPool(m.node.op, (act,))(inner.inputs[0])
+
+    conv = Pat((Conv2d, FusedConv), name="g")
+    return [
+        Rule("conv_bias", Pat.elemwise("add", conv, Pat.var("c"), commutative=True), conv_bias),
+        Rule("conv_epilogue", Pat(Elemwise, [conv]), conv_epilogue),
+        Rule("pool_prologue", Pat(Pool2d, [Pat(Elemwise, name="a")]), pool_prologue),
+    ]
+
+
+def specialize() -> PatternMatcher:
+    gemm = Pat(Gemm, name="g")
+    c = Pat.var("c")
+    return PatternMatcher([
+        Rule("gemm", Pat(MatMul), _gemm),
+        Rule("gemm_scale", Pat.elemwise("mul", gemm, c, commutative=True), _gemm_scale),
+        Rule("gemm_bias", Pat.elemwise("add", gemm, c, commutative=True), _gemm_add),
+        Rule("gemm_rsub", Pat.elemwise("sub", c, gemm), _gemm_rsub),
+        Rule("gemm_sub", Pat.elemwise("sub", gemm, c), _gemm_sub),
+        Rule("gemm_transposed", Pat(S.DimShuffle, [gemm]), _gemm_transposed),
+        Rule("gemm_epilogue", Pat(Elemwise, [gemm]), _gemm_epilogue),
+        *_conv_rules(),
+    ])
