@@ -107,7 +107,9 @@ def to_dot(obj: Any, path: str | None = None) -> str:
         return f"v{id(v)}"
 
     for node in toposort(outputs):
-        lines.append(f'  a{id(node)} [shape=record, style=filled, fillcolor=lightgrey, label="{node.op}"];')
+        # a plain box: in graphviz "record" shapes the braces of Elemwise{tanh} would be fields
+        op_label = str(node.op).replace('"', "'")
+        lines.append(f'  a{id(node)} [shape=box, style=filled, fillcolor=lightgrey, label="{op_label}"];')
         for inp in node.inputs:
             lines.append(f"  {var_node(inp)} -> a{id(node)};")
         for out in node.outputs:

@@ -53,6 +53,15 @@ def user_site(skip_package_frames: bool = True) -> str:
     return fallback or "<unknown>"
 
 
+def with_site(error: BaseException, site: str, label: str = "at") -> BaseException:
+    """Append ``(label file:line)`` to ``error``'s message unless it already names that line, so
+    the user sees where the failing call or expression is in their code. Mutates and returns it."""
+    message = str(error)
+    if site not in message:
+        error.args = (f"{message} ({label} {site})",)
+    return error
+
+
 def _short_path(filename: str) -> str:
     try:
         relative = os.path.relpath(filename)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from engine.config import config
-from engine.errors import KilnShapeError, KilnTypeError, KilnValueError, user_site
+from engine.errors import KilnError, KilnShapeError, KilnTypeError, KilnValueError, user_site, with_site
 from engine.graph import Constant, SharedVariable, Variable, as_variable, clone_replace, graph_inputs
-from engine.types import TensorType, as_dtype, format_shape
+from engine.types import TensorType, as_dtype, format_shape, is_python_data
 
 
 def shared(value: Any, name: str | None = None, borrow: bool = False, shape: Sequence | None = None,
@@ -30,8 +30,8 @@ def shared(value: Any, name: str | None = None, borrow: bool = False, shape: Seq
     ``set_value`` may change them.
     """
     array = np.asarray(value, dtype=dtype)
-    if array.dtype == np.float64 and isinstance(value, float):
-        array = array.astype(config.floatX)
+    if dtype is None and array.dtype == np.float64 and is_python_data(value):
+        array = array.astype(config.floatX)  # Python floats (also in lists) are floatX; numpy arrays keep theirs
     array = array if borrow and array is value else np.array(array, copy=True, order="C")
     tensor_type = TensorType(as_dtype(array.dtype), tuple(array.shape) if shape is None else tuple(shape))
     if not tensor_type.accepts_shape(array.shape):
@@ -64,7 +64,11 @@ def _normalize_updates(updates: Any) -> list[tuple[SharedVariable, Variable]]:
         if id(target) in seen:
             raise KilnValueError(f"updates: shared variable {target.name!r} is updated twice")
         seen.add(id(target))
-        value = as_variable(value, dtype=target.dtype) if not isinstance(value, Variable) else value
+        if value is None:
+            raise KilnTypeError(f"update of shared variable {target.name!r} (declared at {target.site}) is None")
+        if not isinstance(value, Variable):
+            # Python numbers take the variable's dtype; numpy arrays keep theirs (and are checked)
+            value = as_variable(value, dtype=target.dtype if is_python_data(value) else None)
         if value.dtype != target.dtype:
             raise KilnTypeError(
                 f"update of shared variable {target.name!r} (declared at {target.site}): expected dtype "
@@ -102,8 +106,9 @@ def build_function_graph(inputs: list[Variable], outputs: list[Variable], update
         replace = {}
         for old, new in pairs:
             new = as_variable(new)
-            if old.type.dtype != new.dtype:
-                raise KilnTypeError(f"givens: {old!r} is {old.type} but its replacement is {new.type}")
+            if old.type.dtype != new.dtype or old.ndim != new.ndim or not _compatible(old.type.shape, new.type.shape):
+                raise KilnTypeError(f"givens: {old!r} (declared at {old.site}) is {old.type} but its replacement is "
+                                    f"{new.type} (created at {new.site})")
             replace[old] = new
         targets = [v for _, v in updates]
         cloned = clone_replace(outputs + targets, replace)
@@ -163,16 +168,23 @@ class Function:
                 for t, a, name, site in zip(self.input_types, args, self.input_names, self.input_sites)]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._call(args, kwargs)
+        except KilnError as error:
+            # every call-time error also names the caller's line
+            raise with_site(error, user_site(), "in the call at") from error.__cause__
+
+    def _call(self, args: tuple, kwargs: dict) -> Any:
         arrays = self._arguments(args, kwargs)
         shared_values = [s.value for s in self.shared]
         results = self.compiled.run(arrays + shared_values)
         n_out = self.fgraph.n_user_outputs
         outputs, new_values = results[:n_out], results[n_out:]
         for target, value in zip(self.fgraph.updated, new_values):
-            if not target.type.accepts_shape(np.shape(value)) or np.shape(value) != np.shape(target.value) \
-                    and None not in target.type.shape:
-                raise KilnShapeError(f"update of shared variable {target.name!r}: the new value has shape "
-                                     f"{np.shape(value)}, the variable {format_shape(target.type.shape)}")
+            if not target.type.accepts_shape(np.shape(value)):
+                raise KilnShapeError(f"update of shared variable {target.name!r} (declared at {target.site}): "
+                                     f"the new value has shape {format_shape(np.shape(value))}, the variable's "
+                                     f"type is {target.type}; nothing was updated")
         owned = arrays + shared_values
         outputs = _fresh(outputs, owned)
         new_values = _fresh(new_values, owned + outputs)
@@ -186,7 +198,9 @@ def _fresh(values: list, owned: list) -> list:
     result = []
     for value in values:
         value = np.asarray(value)
-        if not value.flags.owndata or any(np.may_share_memory(value, o) for o in owned + result):
+        # also copy read-only results (a constant's frozen array) so the caller can write to them
+        if not value.flags.owndata or not value.flags.writeable or \
+                any(np.may_share_memory(value, o) for o in owned + result):
             value = value.copy()
         result.append(value)
     return result
@@ -198,6 +212,9 @@ def function(inputs: Sequence[Variable], outputs: Any = None, updates: Any = Non
              no_default_updates: bool = False, name: str | None = None) -> Function:
     """Compile ``inputs -> outputs`` (one variable or a list), applying ``updates`` after each call."""
     start = time.perf_counter()
+    if isinstance(inputs, Variable):
+        raise KilnTypeError(f"function: inputs must be a list of variables, given the variable {inputs!r}; "
+                            f"write function([x], ...)")
     inputs = list(inputs)
     for i, v in enumerate(inputs):
         if not isinstance(v, Variable) or isinstance(v, (Constant, SharedVariable)) or v.owner is not None:
@@ -211,6 +228,7 @@ def function(inputs: Sequence[Variable], outputs: Any = None, updates: Any = Non
     update_pairs = _normalize_updates(updates)
 
     fgraph = build_function_graph(inputs, out_list, update_pairs, givens, no_default_updates)
+    _check_missing(inputs, fgraph)
     _check_unused(inputs, fgraph, on_unused_input)
     backend_name = backend or config.resolved_backend()
     from backends import get_backend
@@ -228,6 +246,17 @@ def function(inputs: Sequence[Variable], outputs: Any = None, updates: Any = Non
     names = [v.name or f"input{i}" for i, v in enumerate(inputs)]
     return Function(fgraph, compiled, backend_name, single, allow_input_downcast,
                     [v.site for v in inputs], names)
+
+
+def _check_missing(inputs: list[Variable], fgraph: FunctionGraph) -> None:
+    """Every symbolic input the outputs depend on must be an input (or replaced by givens)."""
+    given = {id(v) for v in inputs}
+    for v in graph_inputs(fgraph.outputs):
+        if not isinstance(v, (Constant, SharedVariable)) and id(v) not in given:
+            names = ", ".join(i.name or repr(i) for i in inputs) or "none"
+            raise KilnValueError(
+                f"function: the outputs depend on {v.name or repr(v)} ({v.type}, declared at {v.site}), which is "
+                f"not among the function's inputs ({names}); add it to the inputs or replace it with givens")
 
 
 def _check_unused(inputs: list[Variable], fgraph: FunctionGraph, policy: str) -> None:

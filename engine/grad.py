@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import DisconnectedInputError, KilnTypeError, KilnValueError
+from engine.errors import DisconnectedInputError, KilnTypeError, KilnValueError, user_site
 from engine.graph import Variable, ancestors, as_variable, toposort
 from engine.types import is_differentiable
 
@@ -25,6 +25,8 @@ def grad(cost: Variable | None, wrt: Variable | Sequence[Variable], consider_con
     from engine.ops.elemwise import add, ones_like, zeros_like
 
     single = isinstance(wrt, Variable)
+    if not single and not isinstance(wrt, (list, tuple)):
+        raise KilnTypeError(f"grad: wrt must be a variable or a list of variables, given {wrt!r}")
     wrt_list = [wrt] if single else list(wrt)
     known_grads = dict(known_grads or {})
     if cost is not None:
@@ -62,8 +64,15 @@ def grad(cost: Variable | None, wrt: Variable | Sequence[Variable], consider_con
         for inp, g in zip(node.inputs, in_grads):
             if g is None or id(inp) in blocked or not is_differentiable(inp.dtype):
                 continue
-            if g.type.shape != inp.type.shape and g.ndim != inp.ndim:
+            if g.ndim != inp.ndim or any(a is not None and b is not None and a != b
+                                         for a, b in zip(g.type.shape, inp.type.shape)):
                 raise KilnValueError(f"{node.op}.vjp gave a gradient of type {g.type} for input {inp.type}")
+            if g.type.shape != inp.type.shape and None not in inp.type.shape:
+                # the gradient has the input's type: state static dims the vjp could not infer
+                # (dot(x, W) with x of unknown shape gives a (?, n) gradient for W (m, n))
+                from engine.ops.shape import Reshape
+
+                g = Reshape(inp.type.shape)(g)
             if g.dtype != inp.dtype:
                 from engine.ops.elemwise import cast
 
@@ -74,7 +83,8 @@ def grad(cost: Variable | None, wrt: Variable | Sequence[Variable], consider_con
     for w in wrt_list:
         g = grads.get(id(w))
         if g is None:
-            if id(w) not in reachable or not is_differentiable(w.dtype):
+            # an integer wrt the cost depends on has a zero gradient (as Theano), not an error
+            if id(w) not in reachable:
                 _disconnected(w, disconnected_inputs)
             g = None if return_disconnected == "none" else zeros_like(w)
         results.append(g)
@@ -95,7 +105,7 @@ def _descendants_of(wrt: list[Variable], roots: list[Variable], blocked: set[int
 
 def _disconnected(w: Variable, policy: str) -> None:
     message = (f"grad: the cost does not depend on {w!r} (created at {w.site}); pass "
-               f"disconnected_inputs='ignore' to get a zero gradient")
+               f"disconnected_inputs='ignore' to get a zero gradient (grad called at {user_site()})")
     if policy == "raise":
         raise DisconnectedInputError(message)
     if policy == "warn":
@@ -120,8 +130,9 @@ def verify_grad(fn: Callable, inputs: Sequence[np.ndarray], n_tests: int = 2, rn
 
     rng = rng if rng is not None else np.random.default_rng(42)
     arrays = [np.array(a) for a in inputs]
-    dtype = np.result_type(*[a.dtype for a in arrays if a.dtype.kind == "f"] or [np.float64])
-    single = dtype == np.float32
+    # float32 step and tolerances as soon as one float input is float32: a 1e-6 step would
+    # round away in it, even when the other inputs (and the cost) are float64
+    single = any(a.dtype == np.float32 for a in arrays)
     eps = eps or (1e-2 if single else 1e-6)
     abs_tol = abs_tol if abs_tol is not None else (3e-3 if single else 1e-6)
     rel_tol = rel_tol if rel_tol is not None else (3e-2 if single else 1e-5)
@@ -144,7 +155,7 @@ def verify_grad(fn: Callable, inputs: Sequence[np.ndarray], n_tests: int = 2, rn
             error = np.abs(g - numeric)
             tolerance = abs_tol + rel_tol * np.abs(numeric)
             if np.any(error > tolerance):
-                worst = np.unravel_index(np.argmax(error - tolerance), error.shape) if error.ndim else ()
+                worst = tuple(int(i) for i in np.unravel_index(np.argmax(error - tolerance), error.shape))
                 raise AssertionError(
                     f"verify_grad: gradient of input {position} (shape {arrays[position].shape}, "
                     f"{arrays[position].dtype}) differs from finite differences: max abs error "

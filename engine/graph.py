@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import KilnTypeError, user_site
+from engine.errors import KilnError, KilnTypeError, user_site, with_site
 from engine.types import TensorType, as_dtype
 
 _ids = itertools.count()
@@ -93,16 +93,23 @@ class Constant(Variable):
 
     def __init__(self, value: Any, dtype: str | None = None, name: str | None = None,
                  weak: bool = False, site: str | None = None) -> None:
-        array = np.asarray(value, dtype=dtype)
+        with np.errstate(over="ignore"):  # a weak 1e300 is inf as float32, but see python_value
+            array = np.asarray(value, dtype=dtype)
         array = array.astype(as_dtype(array.dtype), copy=False)
         array.setflags(write=False)
         super().__init__(TensorType(array.dtype.name, array.shape), name=name, site=site)
         self.value = array
         self.weak = weak
+        #: the Python scalar of a weak constant: builders that settle its dtype start from it, so
+        #: ``float64_x * 0.1`` uses 0.1 itself, not 0.1 rounded to floatX first
+        self.python_value = value if weak else None
 
     def __repr__(self) -> str:
         if self.value.size <= 4:
-            return f"Constant{{{self.value.tolist()}}}:{self.type.dtype}"
+            # numpy's str is the shortest text that round-trips in the value's own dtype
+            # (0.1, not float32(0.1) widened to 0.10000000149011612)
+            text = str(self.value[()]) if self.value.ndim == 0 else np.array2string(self.value, separator=", ")
+            return f"Constant{{{text}}}:{self.type.dtype}"
         return f"Constant{{...}}: {self.type}"
 
     def clone(self) -> Constant:
@@ -126,10 +133,9 @@ class SharedVariable(Variable):
         return self._value if borrow else self._value.copy()
 
     def set_value(self, value: Any, borrow: bool = False) -> None:
-        array = self.type.filter(value, self.name or "shared variable", site=self.site)
-        if array is value and not borrow:
-            array = array.copy()
-        self._value = array if borrow else np.array(array, order="C")
+        array = self.type.filter(value, self.name or "?", site=self.site, kind="shared variable")
+        # without borrow the variable owns a private copy: later changes to `value` do not leak in
+        self._value = array if borrow else np.array(array, order="C", copy=True)
 
     def clone(self) -> SharedVariable:
         return self
@@ -201,7 +207,11 @@ class Op:
         raise NotImplementedError(f"{self} has no gradient (node created at {node.site})")
 
     def __call__(self, *inputs: Any) -> Any:
-        node = self.make_node(*[as_variable(x) for x in inputs])
+        try:
+            node = self.make_node(*[as_variable(x) for x in inputs])
+        except KilnError as error:
+            # name the user's line that built the failing expression
+            raise with_site(error, user_site()) from error.__cause__
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 
 

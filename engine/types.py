@@ -44,11 +44,18 @@ def is_differentiable(dtype: str) -> bool:
 
 
 def promote(*dtypes: str, weak: Sequence[Any] = ()) -> str:
-    """Result dtype of combining tensors of ``dtypes`` with weak Python scalars ``weak``."""
-    if not dtypes:
-        return as_dtype(np.result_type(*weak))
-    result = np.result_type(*[np.dtype(d) for d in dtypes], *weak)
-    return as_dtype(result)
+    """Result dtype of combining tensors of ``dtypes`` with weak Python scalars ``weak``.
+
+    numpy 2 rules, except that a Python float meeting only integer/bool tensors gives
+    ``config.floatX`` (numpy would say float64): ``ivector * 0.5`` must not drag a float32
+    model into float64, just as Python float constants on their own are floatX.
+    """
+    result = as_dtype(np.result_type(*[np.dtype(d) for d in dtypes], *weak))
+    if is_float(result) and not any(is_float(d) for d in dtypes):
+        from engine.config import config
+
+        return config.floatX
+    return result
 
 
 def broadcast_shapes(*shapes: tuple, where: str = "") -> tuple:
@@ -114,13 +121,17 @@ class TensorType:
     def accepts_shape(self, shape: tuple) -> bool:
         return len(shape) == self.ndim and all(d is None or d == s for d, s in zip(self.shape, shape))
 
-    def filter(self, value: Any, name: str, allow_downcast: bool = False, site: str | None = None) -> np.ndarray:
+    def filter(self, value: Any, name: str, allow_downcast: bool = False, site: str | None = None,
+               kind: str = "input") -> np.ndarray:
         """Check (and convert losslessly) a value handed to a function input of this type.
 
-        Lossless conversions are made (a Python list, an int8 array for a float32 input); a
-        conversion that could lose information needs ``allow_downcast=True``.
+        Lossless conversions are made (an int8 array for a float32 input); a conversion that
+        could lose information needs ``allow_downcast=True``. Python numbers and (nested) lists
+        of them are *weak*, as in expressions: they are accepted when every value survives the
+        conversion exactly, and Python floats are accepted by any float input. ``kind`` names
+        the receiver in messages ("input", "shared variable").
         """
-        where = f" (declared at {site})" if site else ""
+        where = f"{kind} '{name}'" + (f" (declared at {site})" if site else "")
         if isinstance(value, np.ndarray) and value.dtype.name == self.dtype:
             array = value
         else:
@@ -128,27 +139,39 @@ class TensorType:
             given = array.dtype.name
             if given == "object" or array.dtype.kind in "USV":
                 raise KilnTypeError(
-                    f"input '{name}'{where}: expected {self}, given a {type(value).__name__} of dtype {given}")
+                    f"{where}: expected {self}, given a {type(value).__name__} of dtype {given}")
             if given != self.dtype:
-                python_scalar = isinstance(value, (int, float, bool)) and not isinstance(value, np.generic)
                 lossless = np.can_cast(array.dtype, self.dtype, "safe")
-                if python_scalar and not lossless:
-                    converted = np.asarray(value, dtype=self.dtype)
-                    lossless = bool(converted == value) or (is_float(self.dtype) and isinstance(value, float))
+                if not lossless and is_python_data(value):
+                    lossless = (is_float(self.dtype) and array.dtype.kind == "f") or _exactly(array, self.dtype)
                 if not lossless and not allow_downcast:
                     raise KilnTypeError(
-                        f"input '{name}'{where}: expected dtype {self.dtype}, given {given}; converting "
+                        f"{where}: expected dtype {self.dtype}, given {given}; converting "
                         f"would lose precision (cast it yourself, or pass allow_input_downcast=True)"
                     )
                 array = array.astype(self.dtype)
         if array.ndim != self.ndim:
             raise KilnTypeError(
-                f"input '{name}'{where}: expected {self.ndim}-d {self}, given a {array.ndim}-d array "
+                f"{where}: expected {self.ndim}-d {self}, given a {array.ndim}-d array "
                 f"of shape {format_shape(array.shape)}"
             )
         if not self.accepts_shape(array.shape):
             raise KilnShapeError(
-                f"input '{name}'{where}: expected shape {format_shape(self.shape)}, given "
+                f"{where}: expected shape {format_shape(self.shape)}, given "
                 f"{format_shape(array.shape)}"
             )
         return array
+
+
+def is_python_data(value: Any) -> bool:
+    """A Python number, or a (nested) list/tuple whose first leaf is one (numpy values are strong)."""
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return isinstance(value, (bool, int, float)) and not isinstance(value, np.generic)
+
+
+def _exactly(array: np.ndarray, dtype: str) -> bool:
+    """Whether every value of ``array`` survives conversion to ``dtype`` unchanged."""
+    with np.errstate(all="ignore"):
+        converted = array.astype(dtype)
+        return bool(np.all(converted.astype(array.dtype) == array))

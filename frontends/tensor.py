@@ -14,13 +14,24 @@ import numpy as np
 from engine import ops  # noqa: F401  (gives Variable its operators)
 from engine.config import config
 from engine.errors import user_site
+from engine.grad import grad  # noqa: F401  (Theano's T.grad)
 from engine.graph import Constant, Variable, as_variable
 from engine.ops import blas, indexing
 from engine.ops import elemwise as E
 from engine.ops import reduce as R
 from engine.ops import shape as S
-from engine.ops.shape import arange, concatenate, dimshuffle, flatten, reshape, stack, stop_gradient, transpose  # noqa: F401
-from engine.types import TensorType
+from engine.ops.shape import (  # noqa: F401
+    alloc,
+    arange,
+    concatenate,
+    dimshuffle,
+    flatten,
+    reshape,
+    stack,
+    stop_gradient,
+    transpose,
+)
+from engine.types import TensorType, is_python_data
 
 # -- declaring inputs -----------------------------------------------------------------------
 
@@ -73,8 +84,28 @@ def imatrix(name: str | None = None) -> Variable:
     return matrix(name, "int32")
 
 
+def lmatrix(name: str | None = None) -> Variable:
+    return matrix(name, "int64")
+
+
+# Theano's typed constructors: f = float32, d = float64, b = int8, i = int32, l = int64
+def _typed(ctor, prefix: str, dtype: str):
+    def fn(name: str | None = None) -> Variable:
+        return ctor(name, dtype)
+    fn.__name__ = prefix + ctor.__name__
+    return fn
+
+
+_KINDS = (scalar, vector, matrix, tensor3, tensor4)
+fscalar, fvector, fmatrix, ftensor3, ftensor4 = (_typed(c, "f", "float32") for c in _KINDS)
+dscalar, dvector, dmatrix, dtensor3, dtensor4 = (_typed(c, "d", "float64") for c in _KINDS)
+bscalar, bvector, bmatrix = (_typed(c, "b", "int8") for c in _KINDS[:3])
+itensor3, itensor4 = (_typed(c, "i", "int32") for c in _KINDS[3:])
+
+
 def constant(value: Any, dtype: str | None = None, name: str | None = None) -> Constant:
-    if dtype is None and isinstance(value, float):
+    # Python floats (also in lists) are floatX, as in expressions; numpy values keep their dtype
+    if dtype is None and is_python_data(value) and np.asarray(value).dtype.kind == "f":
         dtype = config.floatX
     return Constant(value, dtype=dtype, name=name)
 
@@ -92,7 +123,7 @@ def _unary(name: str):
     return fn
 
 
-abs = _unary("abs")  # noqa: A001 - Theano's name
+abs = abs_ = _unary("abs")  # noqa: A001 - Theano's names
 neg = _unary("neg")
 exp = _unary("exp")
 expm1 = _unary("expm1")
@@ -117,6 +148,26 @@ invert = _unary("invert")
 
 def pow(a: Any, b: Any) -> Variable:  # noqa: A001
     return E.apply("pow", a, b)
+
+
+def add(a: Any, b: Any) -> Variable:
+    return E.apply("add", a, b)
+
+
+def sub(a: Any, b: Any) -> Variable:
+    return E.apply("sub", a, b)
+
+
+def mul(a: Any, b: Any) -> Variable:
+    return E.apply("mul", a, b)
+
+
+def true_div(a: Any, b: Any) -> Variable:
+    return E.apply("true_div", a, b)
+
+
+def int_div(a: Any, b: Any) -> Variable:
+    return E.apply("floor_div", a, b)
 
 
 def maximum(a: Any, b: Any) -> Variable:
@@ -172,6 +223,10 @@ def and_(a: Any, b: Any) -> Variable:
 
 def or_(a: Any, b: Any) -> Variable:
     return E.apply("or", a, b)
+
+
+def xor(a: Any, b: Any) -> Variable:
+    return E.apply("xor", a, b)
 
 
 def zeros_like(x: Any, dtype: str | None = None) -> Variable:
@@ -232,7 +287,8 @@ def outer(a: Any, b: Any) -> Variable:
 
 
 def shape(x: Any) -> Variable:
-    return S.Shape()(as_variable(x))
+    """The run-time shape of ``x`` as an int64 vector (the same object as ``x.shape``)."""
+    return as_variable(x).shape
 
 
 def shape_padleft(x: Any, n: int = 1) -> Variable:
@@ -261,9 +317,28 @@ set_subtensor = indexing.set_subtensor
 inc_subtensor = indexing.inc_subtensor
 
 
-def zeros(shape: Sequence[int], dtype: str | None = None) -> Constant:
-    return Constant(np.zeros(shape, dtype=dtype or config.floatX))
+def zeros(shape: Any, dtype: str | None = None) -> Variable:
+    """Zeros of ``shape``: ints give a constant; symbolic sizes or ``x.shape`` an ``Alloc``."""
+    return _filled(0, shape, dtype)
 
 
-def ones(shape: Sequence[int], dtype: str | None = None) -> Constant:
-    return Constant(np.ones(shape, dtype=dtype or config.floatX))
+def ones(shape: Any, dtype: str | None = None) -> Variable:
+    return _filled(1, shape, dtype)
+
+
+def _filled(value: int, shape: Any, dtype: str | None) -> Variable:
+    dtype = dtype or config.floatX
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if not isinstance(dims, Variable) and all(isinstance(d, (int, np.integer)) for d in dims):
+        return Constant(np.full(tuple(dims), value, dtype=dtype))
+    return alloc(Constant(value, dtype=dtype), shape)
+
+
+def __getattr__(name: str) -> Any:
+    # ``T.nnet.sigmoid`` / ``T.nnet.softmax`` as in Theano: the DL ops live in frontends.nn,
+    # imported on first use (it builds on this module)
+    if name == "nnet":
+        import frontends.nn
+
+        return frontends.nn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

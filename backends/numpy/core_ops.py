@@ -7,7 +7,6 @@ import numpy as np
 
 from backends.numpy.table import implements
 from engine import philox
-from engine.errors import KilnShapeError
 from engine.ops import blas, elemwise, indexing, random, reduce, shape
 
 
@@ -75,7 +74,8 @@ def argmax_impl(op, x):
 @implements(blas.MatMul)
 def matmul_impl(op, a, b):
     if a.shape[-1] != b.shape[-2]:
-        raise KilnShapeError(f"matmul: inner dimensions differ at run time: {a.shape} @ {b.shape}")
+        # a ValueError, so that run_node names the node and the user's line
+        raise ValueError(f"matmul: inner dimensions differ at run time: {a.shape} @ {b.shape}")
     return np.matmul(a, b)
 
 
@@ -93,11 +93,10 @@ def dimshuffle_impl(op, x):
 def reshape_impl(op, x, *sizes):
     sizes = iter(sizes)
     target = [int(next(sizes)) if p is None else p for p in op.pattern]
-    try:
-        return np.reshape(x, target)
-    except ValueError:
-        raise KilnShapeError(
-            f"cannot reshape an array of shape {x.shape} ({x.size} elements) to {tuple(target)}") from None
+    if -1 not in target and int(np.prod(target)) != x.size:
+        # a ValueError, so that run_node names the node and the user's line
+        raise ValueError(f"cannot reshape an array of shape {x.shape} ({x.size} elements) to {tuple(target)}")
+    return np.reshape(x, target)
 
 
 @implements(shape.Shape)
@@ -113,6 +112,15 @@ def shape_of_impl(op, x):
 @implements(shape.BroadcastLike)
 def broadcast_like_impl(op, x, like):
     return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, like.shape)))
+
+
+@implements(shape.Alloc)
+def alloc_impl(op, value, *sizes):
+    sizes = iter(sizes)
+    target = tuple(int(next(sizes)) if p is None else p for p in op.pattern)
+    if any(d < 0 for d in target):
+        raise ValueError(f"alloc: negative dimension in {target}")
+    return np.array(np.broadcast_to(value, target))
 
 
 @implements(shape.SumToShape)

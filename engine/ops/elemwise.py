@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.errors import KilnTypeError
 from engine.graph import Apply, Constant, Op, Variable, as_variable
 from engine.types import TensorType, broadcast_shapes, is_float, promote
@@ -109,12 +111,14 @@ def apply(name: str, *args: object) -> Variable:
     variables = [as_variable(a) for a in args]
     operands = variables[1:] if name == "where" else variables
     strong = [v.dtype for v in operands if not (isinstance(v, Constant) and v.weak)]
-    weak = [v.value.item() for v in operands if isinstance(v, Constant) and v.weak]
-    dtype = promote(*strong, weak=weak) if strong else promote(*[v.dtype for v in operands])
+    weak = [v.python_value for v in operands if isinstance(v, Constant) and v.weak]
+    dtype = promote(*strong, weak=weak)
     if info.out_dtype == "float" and not is_float(dtype):
+        # DESIGN: integer true division (and every int -> float op: sqrt, exp...) gives floatX,
+        # so integer counts never drag a float32 model into float64
         from engine.config import config
 
-        dtype = config.floatX if dtype in ("bool", "int8", "int16", "uint8", "uint16") else promote(dtype, "float32")
+        dtype = config.floatX
     cast_operands = [cast(v, dtype) for v in operands]
     if name == "where":
         cond = variables[0] if variables[0].dtype == "bool" else cast(variables[0], "bool")
@@ -127,7 +131,12 @@ def cast(x: object, dtype: str) -> Variable:
     if x.dtype == dtype:
         return x
     if isinstance(x, Constant):
-        return Constant(x.value.astype(dtype), weak=False)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                return Constant(x.python_value if x.weak else x.value.astype(dtype), dtype=dtype, weak=False)
+        except OverflowError:  # numpy 2 (NEP 50): a Python int must fit the tensor's dtype
+            raise KilnTypeError(f"the Python integer {x.python_value} does not fit {dtype}, the dtype of the "
+                                f"tensor it is combined with; cast the tensor or pass np.int64(...)") from None
     return Elemwise("cast", dtype)(x)
 
 

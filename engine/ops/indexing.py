@@ -167,11 +167,17 @@ def _is_index_array(entry: Any) -> bool:
     return isinstance(entry, (list, np.ndarray))
 
 
-def _split_key(x: Variable, key: Any) -> tuple[bool, tuple]:
+def _expand_ellipsis(x: Variable, key: Any) -> tuple:
     key = key if isinstance(key, tuple) else (key,)
     if any(k is Ellipsis for k in key):
         at = key.index(Ellipsis)
-        key = key[:at] + (slice(None),) * (x.ndim - len(key) + 1) + key[at + 1:]
+        real = sum(1 for k in key if k is not None and k is not Ellipsis)  # None (newaxis) takes no axis
+        key = key[:at] + (slice(None),) * (x.ndim - real) + key[at + 1:]
+    return key
+
+
+def _split_key(x: Variable, key: Any) -> tuple[bool, tuple]:
+    key = _expand_ellipsis(x, key)
     advanced = [_is_index_array(k) for k in key]
     if any(advanced):
         n = advanced.index(False) if False in advanced else len(advanced)
@@ -184,6 +190,9 @@ def _split_key(x: Variable, key: Any) -> tuple[bool, tuple]:
 
 
 def subtensor(x: Variable, key: Any) -> Variable:
+    key = _expand_ellipsis(x, key)
+    if any(k is None for k in key):
+        return _with_new_axes(x, key)
     advanced, key = _split_key(x, key)
     if advanced:
         return AdvancedSubtensor()(x, *key)
@@ -191,6 +200,27 @@ def subtensor(x: Variable, key: Any) -> Variable:
     if all(e == ("slice", None, None, None) for e in spec):
         return x
     return Subtensor(spec)(x, *symbolic)
+
+
+def _with_new_axes(x: Variable, key: tuple) -> Variable:
+    """numpy's ``x[None, :, 0]``: index without the Nones, then insert length-1 axes where they
+    stood (basic indexing only)."""
+    from engine.ops.shape import dimshuffle
+
+    rest = tuple(k for k in key if k is not None)
+    if any(_is_index_array(k) for k in rest):
+        raise KilnValueError("None (newaxis) cannot be combined with integer-array indexing; use "
+                             "dimshuffle / T.shape_padleft on the result")
+    y = subtensor(x, rest)
+    pattern, axis = [], 0
+    for k in key:
+        if k is None:
+            pattern.append("x")
+        elif isinstance(k, slice):
+            pattern.append(axis)
+            axis += 1
+    pattern.extend(range(axis, y.ndim))  # axes after the last index entry
+    return dimshuffle(y, pattern)
 
 
 def set_subtensor(target: Variable, value: Any, inc: bool = False) -> Variable:
@@ -201,7 +231,14 @@ def set_subtensor(target: Variable, value: Any, inc: bool = False) -> Variable:
     if node is None or not isinstance(node.op, (Subtensor, AdvancedSubtensor)):
         raise KilnTypeError(f"set_subtensor/inc_subtensor need an indexed tensor x[...], given {target!r}")
     x, *rest = node.inputs
-    value = cast(as_variable(value), x.dtype) if not isinstance(value, Variable) or value.dtype != x.dtype else value
+    value = as_variable(value)
+    if value.dtype != x.dtype:
+        # Python numbers take x's dtype; tensors may only be cast without loss (no silent downcast)
+        weak = isinstance(value, Constant) and value.weak
+        if not weak and not np.can_cast(value.dtype, x.dtype, "safe"):
+            raise KilnTypeError(f"set_subtensor/inc_subtensor: the value {value.type} (created at {value.site}) "
+                                f"would be downcast to the dtype of {x.type}; cast it explicitly")
+        value = cast(value, x.dtype)
     if isinstance(node.op, Subtensor):
         return IncSubtensor(node.op.spec, not inc)(x, value, *rest)
     return AdvancedIncSubtensor(not inc)(x, value, *rest)

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from engine.errors import KilnValueError
 from engine.graph import Variable
 from engine.ops import blas, indexing
 from engine.ops import elemwise as E
@@ -10,16 +13,29 @@ from engine.ops import reduce as R
 from engine.ops import shape as S
 
 
-class SymbolicShape:
-    """``x.shape``: indexable to symbolic int64 scalars (constants where the dim is static)."""
+class SymbolicShape(Variable):
+    """``x.shape``: the int64 vector output of a ``Shape`` node, so it works wherever a tensor
+    does (``T.zeros(x.shape)``, ``rng.normal(size=x.shape)``, ``x.shape * 2``, as an output).
+
+    Unlike a plain vector it has a known length, iterates, and an integer index gives the
+    dimension as a constant where it is static (so ``reshape(y, x.shape)`` keeps static shapes);
+    a slice gives a tuple of scalars, so ``x.shape[:2] + (-1,)`` builds a shape as in numpy.
+    """
 
     def __init__(self, x: Variable) -> None:
+        node = S.Shape().make_node(x)
+        super().__init__(node.outputs[0].type, node, 0)
+        node.outputs[0] = self
         self.x = x
 
-    def __getitem__(self, axis):
-        if isinstance(axis, slice):
-            return tuple(S.shape_of(self.x, a) for a in range(self.x.ndim)[axis])
-        return S.shape_of(self.x, axis)
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return tuple(S.shape_of(self.x, a) for a in range(self.x.ndim)[key])
+        if isinstance(key, (int, np.integer)):
+            if not -self.x.ndim <= key < self.x.ndim:
+                raise KilnValueError(f"shape[{key}] of a {self.x.ndim}-d tensor {self.x.type}")
+            return S.shape_of(self.x, int(key))
+        return indexing.subtensor(self, key)
 
     def __len__(self) -> int:
         return self.x.ndim
@@ -27,14 +43,24 @@ class SymbolicShape:
     def __iter__(self):
         return (S.shape_of(self.x, a) for a in range(self.x.ndim))
 
+    def clone(self) -> Variable:
+        return Variable(self.type, None, 0, self.name, self.site)
+
     def as_variable(self) -> Variable:
-        return S.Shape()(self.x)
+        return self
 
 
 def _binary(name: str, reflected: bool = False):
     if reflected:
         return lambda self, other: E.apply(name, other, self)
     return lambda self, other: E.apply(name, self, other)
+
+
+def _reshape_method(self: Variable, *shape, ndim=None) -> Variable:
+    """``x.reshape(3, 2)``, ``x.reshape((3, 2))``, ``x.reshape(y.shape)``."""
+    if len(shape) == 1 and (isinstance(shape[0], (tuple, list)) or getattr(shape[0], "ndim", 0) == 1):
+        shape = shape[0]
+    return S.reshape(self, shape)
 
 
 def _getitem(self: Variable, key):
@@ -70,8 +96,7 @@ def install_variable_methods() -> None:
         "argmax": lambda self, axis=None, keepdims=False: R.argmax(self, axis, keepdims),
         "argmin": lambda self, axis=None, keepdims=False: R.argmax(self, axis, keepdims, minimum=True),
         "dot": lambda self, other: blas.dot(self, other),
-        "reshape": lambda self, *shape, ndim=None: S.reshape(
-            self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape),
+        "reshape": _reshape_method,
         "flatten": lambda self, ndim=1: S.flatten(self, ndim),
         "dimshuffle": lambda self, *pattern: S.dimshuffle(self, *pattern),
         "transpose": lambda self, *axes: S.transpose(self, axes[0] if len(axes) == 1 else (axes or None)),

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from engine import philox
-from engine.errors import KilnValueError
+from engine.errors import KilnTypeError, KilnValueError
 from engine.graph import Apply, Constant, Op, SharedVariable, Variable, as_variable
-from engine.types import TensorType, broadcast_shapes, is_float
+from engine.types import TensorType, broadcast_shapes, is_float, is_integer
 
 DISTRIBUTIONS = {"uniform": 2, "normal": 2, "binomial": 1}
 
@@ -38,6 +38,9 @@ class RandomVariable(Op):
     def make_node(self, state: Variable, size: Variable, *params: Variable) -> Apply:
         if len(params) != DISTRIBUTIONS[self.distribution]:
             raise KilnValueError(f"{self} takes {DISTRIBUTIONS[self.distribution]} parameters")
+        if size.ndim != 1 or not is_integer(size.dtype):
+            raise KilnTypeError(f"random size must be an int vector (a tuple of ints / int scalars or x.shape), "
+                                f"given {size.type}")
         shape = static_size(size, self.ndim)
         for p in params:
             broadcast_shapes(shape, p.type.shape, where=f"{self.distribution}: parameter vs size: ")

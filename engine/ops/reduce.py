@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from engine.errors import KilnValueError
 from engine.graph import Apply, Constant, Op, Variable, as_variable
-from engine.types import TensorType, is_float
+from engine.types import TensorType, is_float, is_integer
 
 REDUCERS = ("sum", "prod", "max", "min")
 
@@ -98,10 +98,11 @@ def keep_dims(y: Variable, ndim: int, axes: tuple) -> Variable:
 def reduce(x: object, reducer: str, axis=None, keepdims: bool = False) -> Variable:
     x = as_variable(x)
     axes = normalize_axes(axis, x.ndim)
-    if reducer == "sum" and x.dtype == "bool":
+    if reducer in ("sum", "prod") and (x.dtype == "bool" or is_integer(x.dtype)):
+        # numpy: sums and products of bool and small integers accumulate in (u)int64
         from engine.ops.elemwise import cast
 
-        x = cast(x, "int64")
+        x = cast(x, "uint64" if x.dtype.startswith("uint") else "int64")
     y = Reduce(reducer, axes)(x) if axes else x
     return keep_dims(y, x.ndim, axes) if keepdims and axes else y
 
@@ -111,16 +112,15 @@ def count(x: Variable, axes: tuple, dtype: str) -> Variable:
     from engine.ops import elemwise as E
     from engine.ops.shape import shape_of
 
-    dims = [x.type.shape[a] for a in axes]
-    if None not in dims:
-        total = 1
-        for d in dims:
-            total *= d
-        return Constant(total, dtype=dtype)
-    n = Constant(1, dtype="int64")
+    total, n = 1, None
     for a in axes:
-        n = E.mul(n, shape_of(x, a))
-    return E.cast(n, dtype)
+        if x.type.shape[a] is not None:
+            total *= x.type.shape[a]
+        else:
+            n = shape_of(x, a) if n is None else E.mul(n, shape_of(x, a))
+    if n is None:
+        return Constant(total, dtype=dtype)
+    return E.cast(n if total == 1 else E.mul(n, total), dtype)
 
 
 def mean(x: object, axis=None, keepdims: bool = False) -> Variable:
@@ -138,6 +138,10 @@ def var(x: object, axis=None, keepdims: bool = False, ddof: int = 0) -> Variable
     from engine.ops import elemwise as E
 
     x = as_variable(x)
+    if not is_float(x.dtype):  # as mean: integers give floatX, not int - float32 -> float64
+        from engine.config import config
+
+        x = E.cast(x, config.floatX)
     axes = normalize_axes(axis, x.ndim)
     centered = E.sub(x, mean(x, axes, keepdims=True))
     total = reduce(E.sqr(centered), "sum", axes, keepdims)
@@ -156,7 +160,9 @@ def argmax(x: object, axis: int | None = None, keepdims: bool = False, minimum: 
 
     x = as_variable(x)
     if axis is None:
-        x, axis = flatten(x, 1), 0
+        y = Argmax(0, minimum)(flatten(x, 1))
+        # numpy: keepdims with axis=None keeps every axis, each of length 1
+        return keep_dims(y, x.ndim, tuple(range(x.ndim))) if keepdims else y
     axis = normalize_axes(axis, x.ndim)[0]
     y = Argmax(axis, minimum)(x)
     return keep_dims(y, x.ndim, (axis,)) if keepdims else y

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from engine.errors import KilnShapeError, KilnTypeError, KilnValueError
 from engine.graph import Apply, Constant, Op, Variable, as_variable
 from engine.types import TensorType, broadcast_shapes, format_shape, is_integer
@@ -35,7 +37,14 @@ class DimShuffle(Op):
         kept = [a for a in self.new_order if a != "x"]
         # drop the inserted axes, then restore the original order with dropped axes re-inserted
         squeeze = [i for i, a in enumerate(self.new_order) if a != "x"]
-        g = DimShuffle(squeeze)(grads[0]) if len(squeeze) != len(self.new_order) else grads[0]
+        g = grads[0]
+        if len(squeeze) != len(self.new_order):
+            if any(g.type.shape[i] != 1 for i, a in enumerate(self.new_order) if a == "x"):
+                # a gradient built with less static shape information: its inserted axes are
+                # 1 at run time but not known to be, so state it before dropping them
+                pattern = [1 if a == "x" else g.type.shape[i] for i, a in enumerate(self.new_order)]
+                g = Reshape(pattern)(g, *[shape_of(g, i) for i, d in enumerate(pattern) if d is None])
+            g = DimShuffle(squeeze)(g)
         order = []
         for axis in range(x.ndim):
             order.append(kept.index(axis) if axis in kept else "x")
@@ -99,33 +108,46 @@ def _static_size(dims) -> int | None:
 
 
 def reshape(x: Variable, shape: Sequence, ndim: int | None = None) -> Variable:
-    if isinstance(shape, Variable):
-        raise KilnTypeError("reshape: pass the new shape as a tuple of ints or symbolic scalars")
-    if isinstance(shape, int):
+    """Reshape to ``shape``: ints (one may be -1), symbolic int scalars, ``y.shape``, or an int
+    vector of static length."""
+    pattern, sizes = _shape_pattern(shape, "reshape")
+    return Reshape(pattern)(as_variable(x), *sizes)
+
+
+def _shape_pattern(shape, where: str) -> tuple[list, list]:
+    """Split a requested shape into a pattern (ints, None = symbolic) and the symbolic sizes."""
+    if isinstance(shape, (int, Variable)) and getattr(shape, "ndim", 0) == 0:
         shape = (shape,)
+    elif isinstance(shape, Variable):
+        shape = _vector_entries(shape, where)
     pattern, sizes = [], []
     for s in shape:
-        s = _maybe_constant(s)
+        if isinstance(s, Constant):
+            s = s.value
         if isinstance(s, Variable):
+            if s.ndim != 0 or not is_integer(s.dtype):
+                raise KilnTypeError(f"{where}: symbolic sizes must be integer scalars, given {s.type} "
+                                    f"(created at {s.site})")
             pattern.append(None)
             sizes.append(s)
         else:
             pattern.append(int(s))
-    return Reshape(pattern)(x, *sizes)
+    return pattern, sizes
 
 
-def _maybe_constant(size):
-    if isinstance(size, Constant):
-        return int(size.value)
-    if isinstance(size, Variable) and size.owner is not None and isinstance(size.owner.op, Elemwise_cast_types()):
-        return size
-    return size
+def _vector_entries(v: Variable, where: str) -> list:
+    """The entries of an int vector of static length (``x.shape`` iterates on its own)."""
+    from engine.ops.indexing import subtensor
+    from engine.ops.methods import SymbolicShape
 
-
-def Elemwise_cast_types():  # noqa: N802 - tiny indirection avoids an import cycle
-    from engine.ops.elemwise import Elemwise
-
-    return Elemwise
+    if isinstance(v, SymbolicShape):
+        return list(v)
+    if v.ndim != 1 or not is_integer(v.dtype) or v.type.shape[0] is None:
+        raise KilnTypeError(f"{where}: a shape must be a tuple of ints / int scalars or an int vector of "
+                            f"static length, given {v.type} (created at {v.site})")
+    if isinstance(v, Constant):
+        return [int(d) for d in v.value]
+    return [subtensor(v, i) for i in range(v.type.shape[0])]
 
 
 def reshape_like(x: Variable, like: Variable) -> Variable:
@@ -196,6 +218,48 @@ def broadcast_like(x: Variable, like: Variable) -> Variable:
     return BroadcastLike()(as_variable(x), like)
 
 
+class Alloc(Op):
+    """A tensor of shape ``pattern`` filled with ``value`` broadcast (Theano's alloc; backs
+    ``T.zeros(x.shape)``). ``None`` entries of the pattern are the next symbolic size inputs."""
+
+    props = ("pattern",)
+
+    def __init__(self, pattern: Sequence) -> None:
+        self.pattern = tuple(pattern)
+
+    def make_node(self, value: Variable, *sizes: Variable) -> Apply:
+        if self.pattern.count(None) != len(sizes):
+            raise KilnValueError(f"{self}: expected {self.pattern.count(None)} symbolic sizes, given {len(sizes)}")
+        if any(p is not None and p < 0 for p in self.pattern):
+            raise KilnValueError(f"alloc: negative dimension in {self.pattern}")
+        if value.ndim > len(self.pattern):
+            raise KilnShapeError(f"alloc: value {value.type} has more axes than the shape {self.pattern}")
+        shape = list(self.pattern)
+        lead = len(shape) - value.ndim
+        for i, d in enumerate(value.type.shape):
+            target = shape[lead + i]
+            if d is not None and d != 1:
+                if target is not None and target != d:
+                    raise KilnShapeError(f"alloc: value {value.type} cannot be broadcast to shape "
+                                         f"{format_shape(self.pattern)}")
+                shape[lead + i] = d
+        return Apply(self, [value, *sizes], [TensorType(value.dtype, tuple(shape))])
+
+    def vjp(self, node: Apply, grads: list) -> list:
+        from engine.ops.elemwise import sum_to
+
+        return [sum_to(grads[0], node.inputs[0])] + [None] * (len(node.inputs) - 1)
+
+
+def alloc(value, *shape) -> Variable:
+    """``value`` broadcast to ``shape`` (ints, symbolic int scalars, or ``x.shape``)."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) and \
+            not (isinstance(shape[0], Variable) and shape[0].ndim == 0):
+        shape = shape[0]
+    pattern, sizes = _shape_pattern(shape, "alloc")
+    return Alloc(pattern)(as_variable(value), *sizes)
+
+
 class SumToShape(Op):
     """Sum ``g`` over the axes along which ``like`` was broadcast (the adjoint of broadcasting)."""
 
@@ -239,9 +303,11 @@ class Join(Op):
     def vjp(self, node: Apply, grads: list) -> list:
         from engine.ops.indexing import subtensor
 
-        g, grads_out, start = grads[0], [], Constant(0, dtype="int64")
+        g, grads_out, start = grads[0], [], 0
         for x in node.inputs:
-            stop = start + shape_of(x, self.axis)
+            # Python ints while the sizes are static, so the pieces keep static shapes
+            size = x.type.shape[self.axis]
+            stop = start + size if size is not None and isinstance(start, int) else start + shape_of(x, self.axis)
             index = [slice(None)] * x.ndim
             index[self.axis] = slice(start, stop)
             grads_out.append(subtensor(g, tuple(index)))
@@ -268,7 +334,7 @@ def stack(xs: Sequence, axis: int = 0) -> Variable:
 
 
 class Arange(Op):
-    """``arange(start, stop, step)`` from integer scalars."""
+    """``arange(start, stop, step)`` from scalars of the output dtype."""
 
     props = ("dtype",)
 
@@ -279,21 +345,32 @@ class Arange(Op):
         for v in (start, stop, step):
             if v.ndim != 0:
                 raise KilnTypeError(f"arange: bounds must be scalars, given {v.type}")
+        if isinstance(step, Constant) and step.value == 0:
+            raise KilnValueError("arange: step must not be zero")
         length = None
         if all(isinstance(v, Constant) for v in (start, stop, step)):
-            import numpy as np
-
-            length = len(np.arange(start.value, stop.value, step.value))
+            length = len(np.arange(start.value, stop.value, step.value, dtype=self.dtype))
         return Apply(self, [start, stop, step], [TensorType(self.dtype, (length,))])
 
     def vjp(self, node: Apply, grads: list) -> list:
         return [None, None, None]
 
 
-def arange(start, stop=None, step=1, dtype: str = "int64") -> Variable:
+def arange(start, stop=None, step=1, dtype: str | None = None) -> Variable:
+    """numpy's arange. The dtype follows the bounds (int64 for ints; floatX once a Python float
+    is among them), so ``arange(0.0, 1.0, 0.25)`` is not truncated to integers."""
+    from engine.ops.elemwise import cast
+    from engine.types import promote
+
     if stop is None:
         start, stop = 0, start
-    return Arange(dtype)(*[as_variable(v, dtype="int64") for v in (start, stop, step)])
+    bounds = [as_variable(v) for v in (start, stop, step)]
+    if dtype is None:
+        strong = [b.dtype for b in bounds if not (isinstance(b, Constant) and b.weak)]
+        weak = [b.python_value for b in bounds if isinstance(b, Constant) and b.weak]
+        dtype = promote(*strong, weak=weak)
+        dtype = "int64" if is_integer(dtype) else dtype
+    return Arange(dtype)(*[cast(b, dtype) for b in bounds])
 
 
 class StopGradient(Op):
