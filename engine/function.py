@@ -101,6 +101,9 @@ def _add_default_updates(outputs: list[Variable], updates: list) -> list:
 
 def build_function_graph(inputs: list[Variable], outputs: list[Variable], updates: list,
                          givens: Any, no_default_updates: bool) -> FunctionGraph:
+    # default updates first: a random state's update may read a variable that givens replace
+    if not no_default_updates:
+        updates = _add_default_updates(outputs, updates)
     if givens:
         pairs = list(givens.items()) if isinstance(givens, dict) else list(givens)
         replace = {}
@@ -114,8 +117,6 @@ def build_function_graph(inputs: list[Variable], outputs: list[Variable], update
         cloned = clone_replace(outputs + targets, replace)
         outputs = cloned[:len(outputs)]
         updates = [(s, v) for (s, _), v in zip(updates, cloned[len(outputs):])]
-    if not no_default_updates:
-        updates = _add_default_updates(outputs, updates)
     all_outputs = outputs + [v for _, v in updates]
     shared_vars = [v for v in graph_inputs(all_outputs) if isinstance(v, SharedVariable)]
     for s, _ in updates:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 import engine
-from frontends.models._util import function  # noqa: F401  (re-exported: engine.function + givens fix)
 
 # -- command line ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 import engine  # noqa: E402
 import frontends.tensor as T  # noqa: E402
-from examples.common import function, parse_args, progress, save_image, tile_raster_images  # noqa: E402
+from examples.common import parse_args, progress, save_image, tile_raster_images  # noqa: E402
 from frontends.models import ConvRBM  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                    sparsity_target=args.sparsity, sparsity_cost=args.sparsity_cost, weight_decay=args.weight_decay)
     cost, updates = crbm.get_cost_updates(lr=args.lr, momentum=args.momentum)
     bs = args.batch_size
-    train = function([index], [cost, crbm.mean_activation], updates=updates,
+    train = engine.function([index], [cost, crbm.mean_activation], updates=updates,
                      givens={x: data[index * bs:(index + 1) * bs]}, backend=args.backend, name="train_crbm")
     print(f"ConvRBM {args.bases} bases {f}x{f}, 2x2 probabilistic max-pooling, on {args.n_patches} whitened "
           f"{args.patch_size}x{args.patch_size} patches ({args.backend} backend)")

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 import engine  # noqa: E402
 import frontends.tensor as T  # noqa: E402
-from examples.common import function, load_shared, n_batches, parse_args, progress, save_filters, side  # noqa: E402
+from examples.common import load_shared, n_batches, parse_args, progress, save_filters, side  # noqa: E402
 from frontends.models import DenoisingAutoencoder  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def train_da(args, train_x, n_visible: int, corruption: float) -> tuple[Denoisin
                               theano_rng=engine.RandomStreams(args.seed + 1))
     cost, updates = da.get_cost_updates(corruption_level=corruption, learning_rate=args.lr)
     bs = args.batch_size
-    train = function([index], cost, updates=updates, givens={x: train_x[index * bs:(index + 1) * bs]},
+    train = engine.function([index], cost, updates=updates, givens={x: train_x[index * bs:(index + 1) * bs]},
                      backend=args.backend, name=f"train_da{int(100 * corruption)}")
     costs = []
     for epoch in progress(range(args.epochs), desc=f"dA corruption {corruption:.0%}", unit="epoch"):

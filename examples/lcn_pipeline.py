@@ -16,9 +16,10 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
+import engine  # noqa: E402
 import frontends.nn as nn  # noqa: E402
 import frontends.tensor as T  # noqa: E402
-from examples.common import function, parse_args, save_image, tile_raster_images  # noqa: E402
+from examples.common import parse_args, save_image, tile_raster_images  # noqa: E402
 
 
 def gabor_bank(n_orientations: int = 8, size: int = 9, wavelength: float = 4.0, sigma: float = 2.0) -> np.ndarray:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     x = T.tensor4("images")
     features = nn.pool2d(abs(nn.conv2d(x, filters)), ws=(2, 2), mode=args.pool)
     normalized = nn.lcn(features, size=args.lcn_size)
-    pipeline = function([x], [features, normalized], backend=args.backend, name="lcn_pipeline")
+    pipeline = engine.function([x], [features, normalized], backend=args.backend, name="lcn_pipeline")
     before, after = pipeline(images)
     print(f"images {images.shape} -> conv {filters.shape} -> |.| -> {args.pool}-pool 2x2 -> LCN {args.lcn_size}x"
           f"{args.lcn_size}: maps {after.shape} ({args.backend} backend)")

@@ -14,10 +14,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import engine  # noqa: E402
 import frontends.tensor as T  # noqa: E402
 from examples.common import (  # noqa: E402
     early_stopping,
-    function,
     load_shared,
     n_batches,
     parse_args,
@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> dict:
     s = slice(index * bs, (index + 1) * bs)
 
     def scorer(sx, sy):
-        fn = function([index], net.errors(y), givens={x: sx[s], y: sy[s]}, backend=args.backend)
+        fn = engine.function([index], net.errors(y), givens={x: sx[s], y: sy[s]}, backend=args.backend)
         return lambda: [float(fn(i)) for i in range(n_batches(sx, bs))]
 
-    train_model = function([index], cost, updates=sgd(cost, net.params, args.lr),
+    train_model = engine.function([index], cost, updates=sgd(cost, net.params, args.lr),
                            givens={x: train_x[s], y: train_y[s]}, backend=args.backend, name="train_lenet")
     print(f"LeNet nkerns {nkerns}, {n_hidden} hidden, on {args.dataset} ({args.backend} backend): "
           f"lr {args.lr}, batch {bs}")

@@ -13,8 +13,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import engine  # noqa: E402
 import frontends.tensor as T  # noqa: E402
-from examples.common import early_stopping, function, load_shared, n_batches, parse_args, report  # noqa: E402
+from examples.common import early_stopping, load_shared, n_batches, parse_args, report  # noqa: E402
 from frontends.models import LogisticRegression  # noqa: E402
 from frontends.updates import sgd  # noqa: E402
 
@@ -38,10 +39,10 @@ def main(argv: list[str] | None = None) -> dict:
     s = slice(index * batch_size, (index + 1) * batch_size)
 
     def scorer(sx, sy):
-        fn = function([index], classifier.errors(y), givens={x: sx[s], y: sy[s]}, backend=args.backend)
+        fn = engine.function([index], classifier.errors(y), givens={x: sx[s], y: sy[s]}, backend=args.backend)
         return lambda: [float(fn(i)) for i in range(n_batches(sx, batch_size))]
 
-    train_model = function([index], cost, updates=sgd(cost, classifier.params, args.lr),
+    train_model = engine.function([index], cost, updates=sgd(cost, classifier.params, args.lr),
                            givens={x: train_x[s], y: train_y[s]}, backend=args.backend)
     print(f"logistic regression on {args.dataset} ({args.backend} backend): lr {args.lr}, batch {batch_size}")
     result = early_stopping(train_model, n_batches(train_x, batch_size), scorer(valid_x, valid_y),

@@ -18,7 +18,6 @@ import numpy as np  # noqa: E402
 import engine  # noqa: E402
 import frontends.tensor as T  # noqa: E402
 from examples.common import (  # noqa: E402
-    function,
     load_shared,
     n_batches,
     parse_args,
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                     name="persistent_chain")
     cost, updates = rbm.get_cost_updates(lr=args.lr, persistent=persistent, k=args.k)
     bs = args.batch_size
-    train_rbm = function([index], cost, updates=updates, givens={x: train_x[index * bs:(index + 1) * bs]},
+    train_rbm = engine.function([index], cost, updates=updates, givens={x: train_x[index * bs:(index + 1) * bs]},
                          backend=args.backend, name="train_rbm")
     kind = "CD" if args.cd else "PCD"
     print(f"RBM {n_visible}x{args.n_hidden} on {args.dataset} ({args.backend} backend), {kind}-{args.k}, "
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = rng.integers(len(test_x) - args.n_chains)
     chain = engine.shared(test_x[start:start + args.n_chains].astype("float32"), name="vis_chain")
     _, _, _, _, vis_mf, vis_sample = rbm.gibbs_vhv(chain)
-    sample_fn = function([], vis_mf, updates=[(chain, vis_sample)], backend=args.backend, name="sample_fn")
+    sample_fn = engine.function([], vis_mf, updates=[(chain, vis_sample)], backend=args.backend, name="sample_fn")
     rows = []
     for _ in progress(range(args.n_samples), desc="sampling", unit="row"):
         for _ in range(args.plot_every - 1):

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import engine
 from frontends import tensor as T
-from frontends.models._util import function, numpy_rng, random_streams
+from frontends.models._util import numpy_rng, random_streams
 from frontends.models.logistic import LogisticRegression
 from frontends.models.mlp import HiddenLayer
 from frontends.updates import sgd
@@ -54,11 +55,12 @@ class DeepClassifier:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = datasets
         index = T.lscalar("index")
         s = batch_slice(index, batch_size)
-        train_fn = function([index], self.finetune_cost, updates=sgd(self.finetune_cost, self.params, learning_rate),
+        updates = sgd(self.finetune_cost, self.params, learning_rate)
+        train_fn = engine.function([index], self.finetune_cost, updates=updates,
                             givens={self.x: train_x[s], self.y: train_y[s]}, name="train", **function_kwargs)
 
         def scorer(shared_x: Any, shared_y: Any, name: str) -> Callable:
-            fn = function([index], self.errors, givens={self.x: shared_x[s], self.y: shared_y[s]}, name=name,
+            fn = engine.function([index], self.errors, givens={self.x: shared_x[s], self.y: shared_y[s]}, name=name,
                           **function_kwargs)
             count = n_batches(shared_x, batch_size)
             return lambda: [float(fn(i)) for i in range(count)]

@@ -42,23 +42,3 @@ def as_dtype_of(value: Any, like: Any) -> Any:
     if isinstance(value, engine.Variable) and value.dtype != like.dtype:
         return T.cast(value, like.dtype)
     return value
-
-
-def function(inputs: list, outputs: Any = None, updates: Any = None, givens: Any = None, **kwargs: Any) -> Any:
-    """``engine.function`` that also adds random streams' default updates *before* ``givens``
-    are substituted (works around the core adding them after, on the un-substituted graph)."""
-    from engine.graph import SharedVariable, graph_inputs
-
-    pairs = list(updates.items()) if isinstance(updates, dict) else list(updates or [])
-    if givens:
-        out_list = [] if outputs is None else (list(outputs) if isinstance(outputs, (list, tuple)) else [outputs])
-        done = {id(s) for s, _ in pairs}
-        changed = True
-        while changed:
-            changed = False
-            for var in graph_inputs(out_list + [v for _, v in pairs]):
-                if isinstance(var, SharedVariable) and var.default_update is not None and id(var) not in done:
-                    pairs.append((var, var.default_update))
-                    done.add(id(var))
-                    changed = True
-    return engine.function(inputs, outputs, updates=pairs, givens=givens, **kwargs)

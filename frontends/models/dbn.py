@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+import engine
 from engine.config import config
 from frontends import tensor as T
 from frontends.models._stack import DeepClassifier, batch_slice
-from frontends.models._util import function
 from frontends.models.rbm import RBM
 
 
@@ -35,7 +35,7 @@ class DBN(DeepClassifier):
         fns = []
         for i, rbm in enumerate(self.rbm_layers):
             cost, updates = rbm.get_cost_updates(learning_rate, persistent=None, k=k)
-            fn = function([index, learning_rate], cost, updates=updates,
+            fn = engine.function([index, learning_rate], cost, updates=updates,
                           givens={self.x: train_set_x[batch_slice(index, batch_size)]}, name=f"pretrain{i}",
                           **function_kwargs)
             fns.append(_with_default_lr(fn))

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+import engine
 from engine.config import config
 from frontends import tensor as T
 from frontends.models._stack import DeepClassifier, batch_slice
-from frontends.models._util import function
 from frontends.models.autoencoder import DenoisingAutoencoder
 
 
@@ -37,7 +37,7 @@ class StackedDenoisingAutoencoder(DeepClassifier):
         fns = []
         for i, dA in enumerate(self.dA_layers):
             cost, updates = dA.get_cost_updates(corruption_level, learning_rate)
-            fn = function([index, corruption_level, learning_rate], cost, updates=updates,
+            fn = engine.function([index, corruption_level, learning_rate], cost, updates=updates,
                           givens={self.x: train_set_x[batch_slice(index, batch_size)]}, name=f"pretrain{i}",
                           **function_kwargs)
             default = self.corruption_levels[i] if i < len(self.corruption_levels) else 0.0

@@ -6,8 +6,8 @@ import numpy as np
 
 import engine
 import frontends.tensor as T
+from engine import function
 from frontends.models import DenoisingAutoencoder, SparseAutoencoder
-from frontends.models._util import function
 
 
 def _arrays(seed: int = 0, n_vis: int = 6, n_hid: int = 4, batch: int = 3) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import frontends.tensor as T
-from frontends.models._util import function
+from engine import function
 
 pytest.importorskip("frontends.nn")
 from frontends.models import ConvRBM  # noqa: E402

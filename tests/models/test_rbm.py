@@ -10,8 +10,8 @@ import pytest
 
 import engine
 import frontends.tensor as T
+from engine import function
 from frontends.models import RBM
-from frontends.models._util import function
 
 N_VIS, N_HID = 5, 4
 

@@ -7,7 +7,7 @@ import pytest
 
 import engine
 import frontends.tensor as T
-from frontends.models._util import function
+from engine import function
 from frontends.updates import sgd
 
 nn = pytest.importorskip("frontends.nn")
