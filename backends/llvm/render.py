@@ -26,6 +26,8 @@ whose vector accesses check the stride (unit: vector op; other, 0 included: per 
 void *ctx)`` running iterations [t0, t1); ``ctx`` holds the args pointer, start, step and the
 captured locals. The kernel calls ``kiln_parallel_for(fn, 0, trips, ctx)``, a symbol the
 runtime provides, which splits [0, trips) into row blocks over its threads.
+``Alloc`` of a local buffer: a stack array in the function's entry block, 64-byte aligned
+(``LOCAL_ALIGN``: a vector access at a multiple of 64 bytes never splits a cache line).
 GPU-only nodes (``ThreadIdx``/``BlockIdx``/``BlockDim``, shared ``Alloc``, ``Barrier``,
 block_*/thread_* loops) raise ``RenderError``.
 """
@@ -40,6 +42,7 @@ from engine.errors import KilnError
 
 PARALLEL_FOR = "kiln_parallel_for"
 MAX_RENDER_UNROLL = 64
+LOCAL_ALIGN = 64  # bytes, of every local (stack) buffer
 
 
 class RenderError(KilnError, ValueError):
@@ -297,6 +300,7 @@ class KernelRenderer:
         for d in buf.shape:
             n *= d
         arr = self.alloca(ll.ArrayType(mem_type(buf.dtype), n), buf.name)
+        arr.align = LOCAL_ALIGN  # whole cache lines: vector accesses never split a line
         self.bufs[buf.name] = (arr, [_i64(d) for d in buf.shape], [_i64(d) for d in buf.strides])
 
     def s_gpu_only(self, s):

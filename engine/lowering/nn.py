@@ -1,0 +1,438 @@
+"""Lowerings of the deep-learning ops to kernel IR: conv2d (+ both gradients), locally-connected
+(+ grads), pooling (+ grad, + max grad-grad), LCN (+ grad), probabilistic max-pooling (+ grad,
++ sampler), softmax / log_softmax / softmax cross-entropy, and the fused conv / pool ops.
+
+Each op has a *plan* function, ``<op>_plan(props..., dtype, static info) -> Lowered``, which the
+``@lowering`` rule calls with the node's props and static types, and which tests call directly.
+The kernels come from the builders of nn_conv, nn_pool, nn_lcn and nn_softmax; their names
+encode the configuration (``conv2d_fwd_s1x1_p0x0_d1x1_g1_k5x5_f32``); op props are baked in,
+every ``None`` dim is a run-time size. Kernels are already scheduled for the CPU (parallel outer
+loop, vectorized inner loop); a backend that binds loops differently re-lowers from the builders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import KilnShapeError
+from engine.lower import HostScalar, In, Lowered, Out, Step, Tmp, lowering
+from engine.lowering import nn_conv as C
+from engine.lowering import nn_pool as P
+from engine.lowering import nn_softmax as S
+from engine.lowering.nn_lcn import lcn_grad_plan, lcn_plan  # noqa: F401  (plans of this module)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def shape_arg(a: np.ndarray) -> tuple:
+    """A shape input: an int vector, or a "like" array whose shape is meant."""
+    return tuple(int(d) for d in a) if a.ndim == 1 else tuple(a.shape)
+
+
+def _static(dims):
+    return tuple(d if isinstance(d, int) else None for d in dims)
+
+
+def _eff(k, d):
+    return d * (k - 1) + 1
+
+
+def conv_padding(padding, dilation, kh, kw):
+    """(ph, pw) of a conv op's padding (a pair or "same" / "full") for kernel size (kh, kw)."""
+    if not isinstance(padding, str):
+        return tuple(padding)
+    spans = ((_eff(kh, dilation[0]) - 1), (_eff(kw, dilation[1]) - 1))
+    return spans if padding == "full" else (spans[0] // 2, spans[1] // 2)
+
+
+def _err(node, msg):
+    """A KilnShapeError for a run-time shape problem (naming the node when there is one)."""
+    if node is not None:
+        from engine.lowering.common import shape_error
+        return shape_error(node, msg)
+    return KilnShapeError(msg)
+
+
+def _conv_out(node, xs, ws, stride, padding, dilation, groups):
+    """The forward conv's output shape for input shape xs and filter shape ws, checked."""
+    if len(xs) != 4 or len(ws) != 4:
+        raise _err(node, f"conv2d needs 4-d input and filter shapes, given {xs} and {ws}")
+    (n, c, h, w), (f, cg, kh, kw) = xs, ws
+    if c != cg * groups or f % groups:
+        raise _err(node, f"input shape {xs} and filter shape {ws} do not agree for groups={groups} "
+                         f"(channels must be {cg} x {groups}, filters divisible by {groups})")
+    ph, pw = conv_padding(padding, dilation, kh, kw)
+    eh, ew = _eff(kh, dilation[0]), _eff(kw, dilation[1])
+    if h + 2 * ph < eh or w + 2 * pw < ew:
+        raise _err(node, f"the padded input {(h + 2 * ph, w + 2 * pw)} of input shape {xs} is smaller "
+                         f"than the (dilated) kernel {(eh, ew)}")
+    return (n, f, (h + 2 * ph - eh) // stride[0] + 1, (w + 2 * pw - ew) // stride[1] + 1)
+
+
+def _same(node, what, got, want):
+    if tuple(got) != tuple(want):
+        raise _err(node, f"{what} has shape {tuple(got)}, expected {tuple(want)}")
+
+
+def _static_padding(padding, dilation, ksize):
+    if not isinstance(padding, str):
+        return tuple(padding)
+    if None in ksize:
+        return None
+    return conv_padding(padding, dilation, *ksize)
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def conv2d_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, filter_flip=False,
+                ksize=(None, None), nfilters=None, bias=None, epilogue=(), width=None,
+                node=None) -> Lowered:
+    """Inputs (x, w[, bias]) -> out. ``bias``: None or (ndim, static shape) of the bias;
+    ``nfilters`` / ``width``: the static filter count / output width, when known."""
+    ksize = _static(ksize)
+    per_group = nfilters // groups if isinstance(nfilters, int) else None
+    bias_ndim = bias_bcast = None
+    if bias is not None:
+        bias_ndim = bias[0]
+        bias_bcast = tuple(d == 1 for d in bias[1])
+    conv = C.conv2d_fwd(dtype, stride, padding, dilation, groups, filter_flip, ksize, per_group,
+                        bias_ndim, bias_bcast, epilogue, width=width)
+
+    def pads(ins):
+        return conv_padding(padding, dilation, *ins[1].shape[2:])
+
+    def out_shape(ins):
+        out = _conv_out(node, ins[0].shape, ins[1].shape, stride, padding, dilation, groups)
+        if bias is not None:
+            b = ins[2].shape
+            if len(b) > 4 or any(d not in (1, o) for d, o in zip(b[::-1], out[::-1])):
+                raise _err(node, f"the bias of shape {b} does not broadcast to the output {out}")
+        return [out]
+
+    extra = (In(2),) if bias is not None else ()
+    if _static_padding(padding, dilation, ksize) == (0, 0):
+        return Lowered([conv], [Step(conv.name, (In(0), In(1), *extra, Out(0)))], out_shape)
+    pad = C.pad_kernel(dtype)
+
+    def padded(ins):
+        (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
+        return (n, c, h + 2 * ph, w + 2 * pw)
+    steps = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
+                             HostScalar(lambda ins: pads(ins)[1]))),
+             Step(conv.name, (Tmp(0), In(1), *extra, Out(0)))]
+    return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
+
+
+def conv2d_grad_input_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                           filter_flip=False, ksize=(None, None), channels=None,
+                           width=None, node=None) -> Lowered:
+    """Inputs (gy, w, x_shape) -> gx: gy zero-inserted (stride) and padded by (K-1)*d - p
+    into a temp, then a valid correlation with the transposed, flipped filters."""
+    ksize = _static(ksize)
+    per_group = channels // groups if isinstance(channels, int) else None
+    conv = C.conv2d_grad_input(dtype, stride, padding, dilation, groups, filter_flip, ksize,
+                               per_group, width=width)
+
+    def out_shape(ins):
+        xs = shape_arg(ins[2])
+        _same(node, "the output gradient", ins[0].shape,
+              _conv_out(node, xs, ins[1].shape, stride, padding, dilation, groups))
+        return [xs]
+
+    def offsets(ins):
+        kh, kw = ins[1].shape[2:]
+        ph, pw = conv_padding(padding, dilation, kh, kw)
+        return (_eff(kh, dilation[0]) - 1 - ph, _eff(kw, dilation[1]) - 1 - pw)
+
+    sp = _static_padding(padding, dilation, ksize)
+    if tuple(stride) == (1, 1) and sp is not None and None not in ksize and \
+            sp == (_eff(ksize[0], dilation[0]) - 1, _eff(ksize[1], dilation[1]) - 1):
+        return Lowered([conv], [Step(conv.name, (In(0), In(1), Out(0)))], out_shape)
+    pad = C.pad_kernel(dtype, stride)
+
+    def padded(ins):
+        n, _, h, w = shape_arg(ins[2])
+        kh, kw = ins[1].shape[2:]
+        return (n, ins[0].shape[1], h + _eff(kh, dilation[0]) - 1, w + _eff(kw, dilation[1]) - 1)
+    steps = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: offsets(ins)[0]),
+                             HostScalar(lambda ins: offsets(ins)[1]))),
+             Step(conv.name, (Tmp(0), In(1), Out(0)))]
+    return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
+
+
+def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                            filter_flip=False, ksize=(None, None), width=None, node=None) -> Lowered:
+    """Inputs (x, gy, w_shape) -> gw; x zero-padded into a temp when the padding is not 0.
+    ``width``: the static width of gy, when known."""
+    ksize = _static(ksize)
+    conv = C.conv2d_grad_weight(dtype, stride, padding, dilation, groups, filter_flip, ksize,
+                                width=width)
+
+    def out_shape(ins):
+        ws = shape_arg(ins[2])
+        _same(node, "the output gradient", ins[1].shape,
+              _conv_out(node, ins[0].shape, ws, stride, padding, dilation, groups))
+        return [ws]
+
+    def pads(ins):
+        return conv_padding(padding, dilation, *shape_arg(ins[2])[2:])
+
+    if _static_padding(padding, dilation, ksize) == (0, 0):
+        return Lowered([conv], [Step(conv.name, (In(0), In(1), Out(0)))], out_shape)
+    pad = C.pad_kernel(dtype)
+
+    def padded(ins):
+        (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
+        return (n, c, h + 2 * ph, w + 2 * pw)
+    steps = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
+                             HostScalar(lambda ins: pads(ins)[1]))),
+             Step(conv.name, (Tmp(0), In(1), Out(0)))]
+    return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
+
+
+def _lc_out(node, xs, ws, stride):
+    if len(xs) != 4 or len(ws) != 6:
+        raise _err(node, f"locally_connected2d needs 4-d input and 6-d filter shapes, given {xs} and {ws}")
+    (n, c, h, w), (oh, ow, f, wc, kh, kw) = xs, ws
+    if wc != c or h < kh or w < kw or (oh, ow) != ((h - kh) // stride[0] + 1, (w - kw) // stride[1] + 1):
+        raise _err(node, f"input shape {xs} and filter shape {ws} (OH, OW, F, C, KH, KW) do not agree "
+                         f"for stride {tuple(stride)}")
+    return (n, f, oh, ow)
+
+
+def lc_plan(kind, dtype, stride=(1, 1), node=None) -> Lowered:
+    """kind "fwd": (x, w) -> out; "bwd_input": (gy, w, x_shape) -> gx; "bwd_weight":
+    (x, gy, w_shape) -> gw."""
+    build = {"fwd": C.lc_fwd, "bwd_input": C.lc_grad_input, "bwd_weight": C.lc_grad_weight}[kind]
+    k = build(dtype, stride)
+
+    def out_shape(ins):
+        if kind == "fwd":
+            return [_lc_out(node, ins[0].shape, ins[1].shape, stride)]
+        shape = shape_arg(ins[2])
+        xs, ws = (shape, ins[1].shape) if kind == "bwd_input" else (ins[0].shape, shape)
+        _same(node, "the output gradient", ins[0 if kind == "bwd_input" else 1].shape,
+              _lc_out(node, xs, ws, stride))
+        return [shape]
+    return Lowered([k], [Step(k.name, (In(0), In(1), Out(0)))], out_shape)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pooled(node, shape, ws, stride, padding, ignore_border):
+    out = tuple(P.out_len(n, k, st, p, ignore_border) for n, k, st, p in zip(shape[-2:], ws, stride, padding))
+    if min(out) < 1 or min(shape[-2:]) < 1:
+        raise _err(node, f"the window {tuple(ws)} with padding {tuple(padding)} does not fit the input "
+                         f"shape {tuple(shape)}")
+    return tuple(shape[:-2]) + out
+
+
+def pool2d_plan(dtype, ndim, ws, stride=None, padding=(0, 0), mode="max", ignore_border=True,
+                count_include_pad=True, prologue=(), node=None) -> Lowered:
+    """Pool2d (and FusedPool with a prologue): (x,) -> out."""
+    stride = tuple(ws) if stride is None else tuple(stride)
+    k = P.pool_fwd(dtype, ndim, tuple(ws), stride, tuple(padding), mode, ignore_border,
+                   count_include_pad, prologue)
+    return Lowered([k], [Step(k.name, (In(0), Out(0)))],
+                   lambda ins: [_pooled(node, ins[0].shape, ws, stride, padding, ignore_border)])
+
+
+def pool2d_grad_plan(dtype, ndim, ws, stride=None, padding=(0, 0), mode="max", ignore_border=True,
+                     count_include_pad=True, node=None) -> Lowered:
+    """Pool2dGrad: (x, y, gy) -> gx."""
+    stride = tuple(ws) if stride is None else tuple(stride)
+    k = P.pool_grad(dtype, ndim, tuple(ws), stride, tuple(padding), mode, ignore_border,
+                    count_include_pad)
+    args = {"max": (In(0), In(2)), "l2": (In(0), In(1), In(2))}.get(mode, (In(2),))
+
+    def out_shape(ins):
+        pooled = _pooled(node, ins[0].shape, ws, stride, padding, ignore_border)
+        _same(node, "the output gradient", ins[2].shape, pooled)
+        if mode == "l2":
+            _same(node, "the pooled output", ins[1].shape, pooled)
+        return [ins[0].shape]
+    return Lowered([k], [Step(k.name, (*args, Out(0)))], out_shape)
+
+
+def max_pool2d_grad_grad_plan(dtype, ndim, ws, stride=None, padding=(0, 0), ignore_border=True,
+                              node=None) -> Lowered:
+    """MaxPool2dGradGrad: (x, g) -> per window, g at the window's argmax."""
+    stride = tuple(ws) if stride is None else tuple(stride)
+    k = P.max_pool_grad_grad(dtype, ndim, tuple(ws), stride, tuple(padding), ignore_border)
+
+    def out_shape(ins):
+        _same(node, "the input-shaped gradient", ins[1].shape, ins[0].shape)
+        return [_pooled(node, ins[0].shape, ws, stride, padding, ignore_border)]
+    return Lowered([k], [Step(k.name, (In(0), In(1), Out(0)))], out_shape)
+
+
+def prob_max_pool_plan(kind, dtype, ndim, ws, node=None) -> Lowered:
+    """kind "fwd": (x,) -> (det, pool); "bwd": (x, g_det, g_pool) -> gx; "sample": (x, u) ->
+    (det sample, pool sample)."""
+    ws = tuple(ws)
+    build = {"fwd": P.prob_max_pool_fwd, "bwd": P.prob_max_pool_grad, "sample": P.prob_max_pool_sample}
+    k = build[kind](dtype, ndim, ws)
+
+    def pooled(ins):
+        s = ins[0].shape
+        if s[-2] % ws[0] or s[-1] % ws[1]:
+            raise _err(node, f"the blocks {ws} do not divide the spatial shape {s[-2:]} of the input {s}")
+        return s[:-2] + (s[-2] // ws[0], s[-1] // ws[1])
+
+    if kind == "bwd":
+        def grad_shape(ins):
+            _same(node, "the detection gradient", ins[1].shape, ins[0].shape)
+            _same(node, "the pooling gradient", ins[2].shape, pooled(ins))
+            return [ins[0].shape]
+        return Lowered([k], [Step(k.name, (In(0), In(1), In(2), Out(0)))], grad_shape)
+
+    def out_shape(ins):
+        if kind == "sample":
+            _same(node, "the uniforms", ins[1].shape, pooled(ins))
+        return [ins[0].shape, pooled(ins)]
+    args = (In(0),) if kind == "fwd" else (In(0), In(1))
+    return Lowered([k], [Step(k.name, (*args, Out(0), Out(1)))], out_shape)
+
+
+# ----------------------------------------------------------------------------- LCN
+
+
+def lcn_op_plan(dtype, grad=False, node=None, **props) -> Lowered:
+    """LCN: (x,) -> y; LCNGrad (grad=True): (x, gy) -> gx (gy checked against x)."""
+    low = (lcn_grad_plan if grad else lcn_plan)(dtype, **props)
+    if grad:
+        def out_shape(ins):
+            _same(node, "the output gradient", ins[1].shape, ins[0].shape)
+            return [ins[0].shape]
+        low.output_shapes = out_shape
+    return low
+
+
+# ----------------------------------------------------------------------------- softmax family
+
+
+def softmax_plan(dtype, ndim, axis=-1, log=False) -> Lowered:
+    k = S.softmax_kernel(dtype, ndim, axis, log)
+    return Lowered([k], [Step(k.name, (In(0), Out(0)))], lambda ins: [ins[0].shape])
+
+
+def _xent_rows(node, ins):
+    if ins[1].shape[0] != ins[0].shape[0]:
+        raise _err(node, f"{ins[0].shape[0]} rows of logits but {ins[1].shape[0]} labels")
+    return ins[0].shape[:1]
+
+
+def softmax_xent_plan(dtype, label_dtype, node=None) -> Lowered:
+    """SoftmaxCrossEntropy: (x, y) -> loss (N,); a label outside [0, K) gives NaN."""
+    k = S.xent_kernel(dtype, label_dtype)
+    return Lowered([k], [Step(k.name, (In(0), In(1), Out(0)))], lambda ins: [_xent_rows(node, ins)])
+
+
+def softmax_xent_grad_plan(dtype, label_dtype, node=None) -> Lowered:
+    """The cross-entropy's gradient fused: (x, y, g) -> g[:, None] * (softmax(x) - onehot(y))."""
+    k = S.xent_grad_kernel(dtype, label_dtype)
+
+    def out_shape(ins):
+        _same(node, "the loss gradient", ins[2].shape, _xent_rows(node, ins))
+        return [ins[0].shape]
+    return Lowered([k], [Step(k.name, (In(0), In(1), In(2), Out(0)))], out_shape)
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def _register():
+    try:
+        from engine.ops import conv as conv_ops
+    except ImportError:  # the graph ops are not there yet
+        return
+
+    def conv_props(op):
+        return dict(stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups,
+                    filter_flip=op.filter_flip)
+
+    @lowering(conv_ops.Conv2d)
+    def _conv2d(node):
+        x, w = node.inputs
+        return conv2d_plan(x.dtype, ksize=w.type.shape[2:], nfilters=w.type.shape[0],
+                           width=node.outputs[0].type.shape[3], node=node, **conv_props(node.op))
+
+    @lowering(conv_ops.Conv2dGradInput)
+    def _conv2d_gi(node):
+        gy, w, _ = node.inputs
+        out = node.outputs[0].type.shape
+        return conv2d_grad_input_plan(gy.dtype, ksize=w.type.shape[2:], channels=out[1],
+                                      width=out[3], node=node, **conv_props(node.op))
+
+    @lowering(conv_ops.Conv2dGradWeight)
+    def _conv2d_gw(node):
+        return conv2d_grad_weight_plan(node.inputs[0].dtype, ksize=node.outputs[0].type.shape[2:],
+                                       width=node.inputs[1].type.shape[3], node=node, **conv_props(node.op))
+
+    for cls, kind in ((conv_ops.LocallyConnected2d, "fwd"),
+                      (conv_ops.LocallyConnected2dGradInput, "bwd_input"),
+                      (conv_ops.LocallyConnected2dGradWeight, "bwd_weight")):
+        lowering(cls)(lambda node, kind=kind: lc_plan(kind, node.inputs[0].dtype, node.op.stride, node))
+
+    from engine.ops import lcn as lcn_ops
+    from engine.ops import nnet as nnet_ops
+    from engine.ops import pool as pool_ops
+
+    def pool_props(op):
+        return dict(ws=op.ws, stride=op.stride, padding=op.padding, mode=op.mode,
+                    ignore_border=op.ignore_border, count_include_pad=op.count_include_pad)
+
+    @lowering(pool_ops.Pool2d)
+    def _pool(node):
+        x = node.inputs[0]
+        return pool2d_plan(x.dtype, x.ndim, node=node, **pool_props(node.op))
+
+    @lowering(pool_ops.Pool2dGrad)
+    def _pool_grad(node):
+        x = node.inputs[0]
+        return pool2d_grad_plan(x.dtype, x.ndim, node=node, **pool_props(node.op))
+
+    @lowering(pool_ops.MaxPool2dGradGrad)
+    def _pool_gg(node):
+        x, op = node.inputs[0], node.op
+        return max_pool2d_grad_grad_plan(x.dtype, x.ndim, op.ws, op.stride, op.padding, op.ignore_border, node)
+
+    for cls, kind in ((pool_ops.ProbMaxPool, "fwd"), (pool_ops.ProbMaxPoolGrad, "bwd"),
+                      (pool_ops.ProbMaxPoolSample, "sample")):
+        lowering(cls)(lambda node, kind=kind: prob_max_pool_plan(kind, node.inputs[0].dtype,
+                                                                 node.inputs[0].ndim, node.op.ws, node))
+
+    def lcn_props(op):
+        return dict(size=op.size, sigma=op.sigma, mode=op.mode, across_channels=op.across_channels,
+                    eps=op.eps)
+
+    lowering(lcn_ops.LCN)(lambda node: lcn_op_plan(node.inputs[0].dtype, node=node, **lcn_props(node.op)))
+    lowering(lcn_ops.LCNGrad)(lambda node: lcn_op_plan(node.inputs[0].dtype, True, node, **lcn_props(node.op)))
+
+    x_of = lambda node: node.inputs[0]  # noqa: E731
+    lowering(nnet_ops.Softmax)(lambda node: softmax_plan(x_of(node).dtype, x_of(node).ndim, node.op.axis))
+    lowering(nnet_ops.LogSoftmax)(lambda node: softmax_plan(x_of(node).dtype, x_of(node).ndim,
+                                                             node.op.axis, log=True))
+    lowering(nnet_ops.SoftmaxCrossEntropy)(lambda node: softmax_xent_plan(x_of(node).dtype,
+                                                                           node.inputs[1].dtype, node))
+
+    from engine.ops import fused as fused_ops
+
+    @lowering(fused_ops.FusedConv)
+    def _fused_conv(node):
+        op = node.op
+        x, w = node.inputs[:2]
+        bias = (node.inputs[2].ndim, node.inputs[2].type.shape) if op.has_bias else None
+        return conv2d_plan(x.dtype, ksize=w.type.shape[2:], nfilters=w.type.shape[0], bias=bias,
+                           epilogue=op.epilogue, width=node.outputs[0].type.shape[3], node=node,
+                           **conv_props(op.conv))
+
+    @lowering(fused_ops.FusedPool)
+    def _fused_pool(node):
+        x = node.inputs[0]
+        return pool2d_plan(x.dtype, x.ndim, prologue=node.op.prologue, node=node, **pool_props(node.op.pool))
+
+
+_register()

@@ -1,0 +1,207 @@
+"""Whole functions on backend="llvm" against the numpy oracle: a training step, fusion,
+run-time broadcasting, reductions, random numbers, inspection, caching, errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llvmlite")
+
+import engine  # noqa: E402
+import frontends.tensor as T  # noqa: E402
+from engine.errors import KilnShapeError  # noqa: E402
+
+rng = np.random.default_rng(0)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def both(inputs, outputs, args, updates_factory=None, **kw):
+    """Results of the same graph on numpy and llvm (fresh shared state for each)."""
+    results = []
+    for backend in ("numpy", "llvm"):
+        updates = updates_factory() if updates_factory else None
+        f = engine.function(inputs, outputs, updates=updates, backend=backend, **kw)
+        results.append((f, f(*args)))
+    return results
+
+
+def mlp(seed=0, n_in=12, n_hidden=16, n_out=5):
+    r = np.random.default_rng(seed)
+    x, y = T.matrix("x"), T.lvector("y")
+    W1 = engine.shared((r.standard_normal((n_in, n_hidden)) * 0.3).astype("float32"), name="W1")
+    b1 = engine.shared(np.zeros(n_hidden, "float32"), name="b1")
+    W2 = engine.shared((r.standard_normal((n_hidden, n_out)) * 0.3).astype("float32"), name="W2")
+    b2 = engine.shared(np.zeros(n_out, "float32"), name="b2")
+    h = T.tanh(T.dot(x, W1) + b1)
+    z = T.dot(h, W2) + b2
+    m = T.max(z, axis=1, keepdims=True)
+    logp = z - m - T.log(T.sum(T.exp(z - m), axis=1, keepdims=True))
+    cost = -T.mean(logp[T.arange(y.shape[0]), y]) + 1e-3 * T.sum(W1 ** 2)
+    params = [W1, b1, W2, b2]
+    grads = engine.grad(cost, params)
+    return x, y, cost, params, [(p, p - 0.1 * g) for p, g in zip(params, grads)]
+
+
+def test_mlp_training_step_matches_numpy():
+    X = rng.standard_normal((9, 12)).astype("float32")
+    Y = rng.integers(0, 5, 9)
+    runs = {}
+    for backend in ("numpy", "llvm"):
+        x, y, cost, params, updates = mlp()
+        step = engine.function([x, y], cost, updates=updates, backend=backend)
+        costs = [float(step(X, Y)) for _ in range(4)]
+        costs.append(float(step(X[:5], Y[:5])))  # a smaller last batch: no recompile
+        runs[backend] = (costs, [p.get_value() for p in params])
+    np.testing.assert_allclose(runs["llvm"][0], runs["numpy"][0], rtol=1e-5)
+    for a, b in zip(runs["llvm"][1], runs["numpy"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_elementwise_chain_is_one_kernel_with_several_outputs():
+    x, y = T.matrix("x"), T.matrix("y")
+    t = T.tanh(x * y + 1.5)
+    outs = [t - T.sigmoid(x), t * 2.0]
+    a = rng.standard_normal((37, 53)).astype("float32")
+    b = rng.standard_normal((37, 53)).astype("float32")
+    (_, ref), (f, got) = both([x, y], outs, (a, b))
+    names = [k.name for k in f.kernels]
+    assert any(n.endswith("_2out") for n in names) and len(names) <= 2, names
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
+
+
+def test_broadcasting_with_runtime_size_one_dims():
+    x, y, z = T.matrix("x"), T.matrix("y"), T.tensor3("z")
+    out = T.exp(x) * y - z
+    for sx, sy, sz in [((3, 1), (1, 4), (2, 3, 4)), ((1, 1), (5, 7), (1, 5, 1)), ((6, 5), (6, 1), (1, 1, 5))]:
+        args = [rng.standard_normal(s).astype("float32") for s in (sx, sy, sz)]
+        (_, ref), (_, got) = both([x, y, z], out, args)
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    f = engine.function([x, y], x + y, backend="llvm")
+    big = f(np.ones((300, 1), "float32"), np.arange(400, dtype="float32")[None])  # parallel path
+    np.testing.assert_array_equal(big, np.ones((300, 1), "float32") + np.arange(400, dtype="float32"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_reductions_over_several_axes(dtype):
+    x = T.tensor(dtype, (None, None, None), name="x")
+    outs = [T.sum(x, axis=(0, 2)), T.sum(x, axis=(1,)), T.max(x, axis=(0, 1)), T.min(x, axis=2),
+            T.sum(x), T.argmax(x, axis=1), T.prod(x, axis=0)]
+    a = (rng.standard_normal((5, 130, 41)) * 4).astype(dtype)
+    (_, ref), (_, got) = both([x], outs, (a,))
+    for g, r in zip(got, ref):
+        if np.dtype(dtype).kind == "f":
+            np.testing.assert_allclose(g, r, rtol=2e-5 if dtype == "float32" else 1e-12, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(g, r)
+    # a long float32 sum is accurate (blocked accumulation)
+    v = T.vector("v")
+    s = engine.function([v], T.sum(v), backend="llvm")
+    big = rng.uniform(0, 1, 1_000_003).astype("float32")
+    assert abs(float(s(big)) - big.astype("float64").sum()) / big.sum() < 1e-5
+
+
+def test_random_samples_match_numpy_backend():
+    def graph():
+        srng = engine.RandomStreams(seed=1234)
+        p = T.vector("p")
+        return p, [srng.uniform((7, 5)), srng.binomial((3, 11), p=0.3), srng.normal((13,), avg=1.0, std=2.0),
+                   srng.uniform((2, 3), low=-1.0, high=3.0, dtype="float64"),
+                   srng.binomial(size=(4, 3), p=p),           # array parameter: two-kernel path
+                   srng.normal((4, 3), avg=p, dtype="float32")]
+    pv = np.array([0.1, 0.5, 0.9], "float32")
+    fs = {}
+    for backend in ("numpy", "llvm"):
+        p, outs = graph()
+        fs[backend] = engine.function([p], outs, backend=backend)
+    for _ in range(2):  # the second call uses the advanced state
+        ref, got = fs["numpy"](pv), fs["llvm"](pv)
+        for k, (g, r) in enumerate(zip(got, ref)):
+            assert g.dtype == r.dtype and g.shape == r.shape
+            if k in (2, 5):  # normal: Box-Muller, transcendental functions within 2 ulp
+                np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(g, r)
+
+
+def test_kernel_sources_at_every_level():
+    x = T.matrix("x")
+    f = engine.function([x], T.tanh(x) + 1.0, backend="llvm")
+    k = f.kernels[0]
+    assert k.name.startswith("E_tanh")
+    assert k.nodes and k.nodes[0].op is not None
+    for level in ("ir", "loops", "llvm", "asm"):
+        assert k.source(level).strip(), level
+    assert "parallel" in k.source("ir") and "vectorize" in k.source("ir")
+
+
+def test_outputs_are_fresh_and_buffers_reused():
+    x = T.matrix("x")
+    y = T.exp(x) + 1.0
+    z = T.sum(T.exp(x) * 3.0 + T.sqrt(T.abs(y)), axis=0)
+    f = engine.function([x], [y, z, y.T], backend="llvm")
+    a = rng.standard_normal((4, 6)).astype("float32")
+    first = f(a)
+    second = f(a)
+    for u, v in zip(first, second):
+        np.testing.assert_array_equal(u, v)
+        assert not np.may_share_memory(u, v)
+    assert not np.may_share_memory(first[0], first[2])
+    np.testing.assert_allclose(first[2], np.exp(a).T + 1, rtol=1e-6)
+
+
+def test_reshape_of_a_non_contiguous_input_copies():
+    x = T.matrix("x")
+    f = engine.function([x], T.reshape(x.T, (-1,)) * 2.0, backend="llvm")
+    a = rng.standard_normal((3, 4)).astype("float32")
+    np.testing.assert_array_equal(f(a), a.T.reshape(-1) * 2)
+
+
+def test_profile_counts_kernel_calls():
+    x = T.matrix("x")
+    f = engine.function([x], T.sum(T.exp(x), axis=1), backend="llvm")
+    f.compiled.profiling = True
+    for _ in range(3):
+        f(np.ones((8, 8), "float32"))
+    rows = f.compiled.profile()
+    assert rows and rows[0]["calls"] == 3 and rows[0]["seconds"] > 0
+
+
+def test_errors_name_the_node_before_running():
+    x, y = T.matrix("x"), T.matrix("y")
+    f = engine.function([x, y], x * y, backend="llvm")
+    with pytest.raises(KilnShapeError, match=r"(?s)created at .*test_llvm_backend.py.*\(3, 4\)"):
+        f(np.ones((3, 4), "float32"), np.ones((2, 4), "float32"))
+    g = engine.function([x, y], T.dot(x, y), backend="llvm")
+    with pytest.raises(KilnShapeError, match="inner dimensions"):
+        g(np.ones((3, 4), "float32"), np.ones((5, 2), "float32"))
+    idx = T.lvector("idx")
+    h = engine.function([x, idx], x[idx], backend="llvm")
+    with pytest.raises(KilnShapeError, match=r"(?s)AdvancedSubtensor.*created at.*index 7 is out of bounds"):
+        h(np.ones((3, 4), "float32"), np.array([0, 7]))
+
+
+def test_second_process_compiles_nothing(tmp_path):
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        sys.path.insert(0, sys.argv[1])
+        import engine, frontends.tensor as T
+        from backends.llvm import runtime as rt
+        from engine import function_cache
+        x, y = T.matrix("x"), T.vector("b")
+        f = engine.function([x, y], T.tanh(T.dot(x, x.T) + y).sum(axis=0), backend="llvm")
+        out = f(np.ones((3, 3), "float32"), np.ones(3, "float32"))
+        print(rt.STATS["compiled"], int(f.compiled.warm), function_cache.STATS["hits"], float(out.sum()))
+    """)
+    env = dict(os.environ, KILN_CACHE_DIR=str(tmp_path), KILN_LLVM_OPT="0")
+    runs = [subprocess.run([sys.executable, "-c", script, ROOT], env=env, capture_output=True, text=True,
+                           timeout=120) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    cold, warm = (r.stdout.split() for r in runs)
+    assert int(cold[0]) > 0 and cold[1] == "0"
+    assert warm[:3] == ["0", "1", "1"] and warm[3] == cold[3]
