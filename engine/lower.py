@@ -27,8 +27,8 @@ Kernel names are readable and unique per configuration (``conv2d_fwd_s1_p0``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -189,7 +189,9 @@ def _nnet_rules() -> list[Rule]:
             negate, q = not negate, q.owner.inputs[0]
         if not _is_elemwise(q, "true_div") or q.owner.inputs[1] is not y:
             return None
-        g = q.owner.inputs[0]
+        # g may have been broadcast against y (e.g. the gradient of a mean): its sum along the
+        # axis must count every broadcast copy, so broadcast it to y's shape first
+        g = S.broadcast_like(q.owner.inputs[0], y)
         out = E.sub(g, E.mul(y, R.reduce(g, "sum", axis, keepdims=True)))
         return _fits(m, E.neg(out) if negate else out)
 
