@@ -37,21 +37,12 @@ from engine.lowering.nn_util import (
     vector_lanes,
     vector_loop,
 )
+from engine.ops.pool import pool_out_len
 
 # ----------------------------------------------------------------------------- geometry
 
+out_len = pool_out_len  # the op's own rule, so lowering and shape inference agree
 
-def out_len(n, k, s, p, ignore_border):
-    """Windows along an axis of length n (the oracle's rule)."""
-    r = n + 2 * p
-    if ignore_border:
-        return (r - k) // s + 1 if r >= k else 0
-    if r < k:
-        return 1
-    out = -((k - r) // s) + 1
-    if (out - 1) * s >= n + p:
-        out -= 1
-    return out
 
 
 def pool_name(kind, mode, dtype, ndim, ws, stride, padding, ignore_border, count_include_pad,
