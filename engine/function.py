@@ -147,6 +147,12 @@ class Function:
     def kernels(self) -> list:
         return list(getattr(self.compiled, "kernels", []))
 
+    def profile(self) -> list:
+        """Per-kernel calls, time, GB/s and GFLOP/s (collected under KILN_DEBUG=timing or once
+        ``f.compiled.profiling = True``); empty for backends that run no kernels."""
+        collect = getattr(self.compiled, "profile", None)
+        return collect() if collect else []
+
     def __repr__(self) -> str:
         return f"<kiln Function({', '.join(self.input_names)}) on {self.backend}>"
 

@@ -1,16 +1,21 @@
 """Which backends the parametrized tests run on: every registered backend whose hardware is
-here (``KILN_TEST_BACKENDS=numpy,llvm`` narrows the list)."""
+here (``KILN_TEST_BACKENDS=numpy,llvm`` narrows the list, and can name an opt-in backend).
+
+Opt-in only: "cuda" (needs a GPU: tests/backends/test_cuda_gpu.py) and "cuda-emulator" (it
+passes the whole op table, forward and verify_grad, but verify_grad takes ~11 minutes there;
+tests/backends/test_cuda_emulator.py runs the forward table and a verify_grad subset)."""
 
 from __future__ import annotations
 
 import os
 
+OPT_IN = ("cuda", "cuda-emulator")
+
 
 def available_backends() -> list[str]:
     from backends import registered_backends
 
-    names = [b for b in registered_backends() if b != "cuda"]
     wanted = os.environ.get("KILN_TEST_BACKENDS")
     if wanted:
-        names = [b for b in names if b in wanted.split(",")]
-    return names
+        return [b for b in registered_backends() if b in wanted.split(",") and b != "cuda"]
+    return [b for b in registered_backends() if b not in OPT_IN]

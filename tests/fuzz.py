@@ -37,6 +37,22 @@ BASE_ULPS = 64            # base tolerance, in units of the dtype's eps, relativ
 ORACLE_ERROR_FACTOR = 16  # slack per unit of the oracle's own (float32 vs float64) error
 
 
+#: bugs already filed (each has an xfail regression test in tests/test_fuzz.py): a finding on a
+#: program with the signature is counted as ``known:<name>`` and does not fail the bounded run.
+#: Remove an entry when its bug is fixed and its test's marker flipped.
+KNOWN_BUGS = {
+    "log-softmax-grad": lambda body, detail: "T.log(nn.softmax(" in body and "gradient" in detail,
+    "prod-grad-at-zero": lambda body, detail: "prod(" in body and "NaN" in detail,
+}
+
+
+def known_bug(program: Program | None, finding_detail: str) -> str | None:
+    if program is None:
+        return None
+    body = program.body()
+    return next((name for name, sig in KNOWN_BUGS.items() if sig(body, finding_detail)), None)
+
+
 @dataclass(frozen=True)
 class Target:
     backend: str
@@ -162,6 +178,11 @@ def high_precision(program: Program) -> list | None:
 
 def compare(ref: np.ndarray, got: np.ndarray, hi: np.ndarray | None) -> str | None:
     """Why ``got`` does not match the oracle's ``ref`` (None when it does)."""
+    with np.errstate(all="ignore"):
+        return _compare(ref, got, hi)
+
+
+def _compare(ref: np.ndarray, got: np.ndarray, hi: np.ndarray | None) -> str | None:
     ref, got = np.asarray(ref), np.asarray(got)
     if got.shape != ref.shape:
         return f"shape {got.shape} != oracle {ref.shape}"
@@ -193,6 +214,18 @@ def compare(ref: np.ndarray, got: np.ndarray, hi: np.ndarray | None) -> str | No
         return f"NaN at different positions, first at {i}: {got[i]} vs oracle {ref[i]}"
     finite = np.isfinite(r) & np.isfinite(g)
     inf_bad = ~finite & ~(rn | gn) & (r != g)
+    if h is not None:
+        # the naive float32 oracle overflowed where float64 did not (log(1 - sigmoid(x)) at x = 18):
+        # a stabilized target may be finite there, and must then match the float64 value
+        overflowed = ~np.isfinite(r) & np.isfinite(h)
+        inf_bad &= ~overflowed
+        rescued = overflowed & np.isfinite(g)
+        if rescued.any():
+            err = np.abs(g[rescued] - h[rescued])
+            limit = BASE_ULPS * eps * np.maximum(1.0, np.abs(h[rescued])) * 4
+            if (err > limit).any():
+                i = tuple(int(k) for k in np.argwhere(rescued)[int(np.argmax(err > limit))])
+                return f"where the oracle overflowed, {got[i]!r} is not the float64 value {h[i]!r}"
     if inf_bad.any():
         i = tuple(int(k) for k in np.argwhere(inf_bad)[0])
         return f"infinities differ, first at {i}: {got[i]} vs oracle {ref[i]}"
@@ -271,10 +304,15 @@ def check_program(program: Program, targets: list[Target], stats: Stats | None =
         for i, (r, g) in enumerate(zip(ref, got)):
             why = compare(r, g, None if hi is None else hi[i])
             if why:
-                what = f"output {i}" if i < len(program.outputs) else f"gradient {i - len(program.outputs)}"
-                problems.append(f"{what} ({program.outputs[i] if i < len(program.outputs) else 'd cost/d ' + program.wrt[i - len(program.outputs)]}): {why}")
+                n_out = len(program.outputs)
+                what = f"output {i} ({program.outputs[i]})" if i < n_out else \
+                    f"gradient {i - n_out} (d cost/d {program.wrt[i - n_out]})"
+                problems.append(f"{what}: {why}")
         if problems:
-            findings.append(Finding("mismatch", target.label, "; ".join(problems), program, _graph_text(fn)))
+            detail = "; ".join(problems)
+            known = known_bug(program, detail)
+            findings.append(Finding(f"known:{known}" if known else "mismatch", target.label, detail, program,
+                                    _graph_text(fn)))
         elif stats is not None:
             stats.compiled[target.label] += 1
     for v, s in zip(values, snapshot):

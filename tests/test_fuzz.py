@@ -153,3 +153,12 @@ def test_grad_of_prod_with_a_zero_input():
     x = T.vector("x")
     g = engine.function([x], engine.grad(T.prod(x), x), backend="numpy", optimizer=None)
     np.testing.assert_allclose(g(np.array([0, 2, 3], "float32")), [6, 0, 0])
+
+
+def test_compare_uses_the_float64_value_where_the_naive_oracle_overflowed():
+    ref = np.array([-np.inf, 1.0], "float32")          # log(1 - sigmoid(18)) naive in float32
+    hi = np.array([-18.0000000152, 1.0])
+    assert compare(ref, np.array([-18.0, 1.0], "float32"), hi) is None       # stabilized: right
+    assert compare(ref, np.array([-np.inf, 1.0], "float32"), hi) is None     # naive: same overflow
+    assert "float64 value" in compare(ref, np.array([-17.0, 1.0], "float32"), hi)
+    assert "infinities" in compare(ref, np.array([-17.0, 1.0], "float32"), None)

@@ -8,7 +8,6 @@ the marker is flipped.
 from __future__ import annotations
 
 import gc
-import hashlib
 import inspect
 import os
 import re
@@ -101,6 +100,32 @@ def test_matmul_runtime_mismatch_is_named_and_changes_nothing(backend):
     np.testing.assert_array_equal(W.get_value(), np.ones((5, 2), "float32"))
 
 
+KERNELS_BEFORE_CHECK_BUG = {"llvm": "bug: the llvm backend checks each node's shapes just before that node's "
+                                    "kernels, so the kernels of earlier nodes (gemm, two sums) have already run "
+                                    "when a later mismatch is reported (the issue asks: before any kernel runs)"}
+
+
+@pytest.mark.parametrize("backend", [_known for _known in [
+    pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=KERNELS_BEFORE_CHECK_BUG[b]))
+    if b in KERNELS_BEFORE_CHECK_BUG else b for b in BACKENDS if b != "numpy"]])
+def test_runtime_mismatch_is_reported_before_any_kernel_runs(backend):
+    x, y = T.matrix("x"), T.matrix("y")
+    h = T.tanh(T.dot(x, x.T))                  # kernels of their own before the mismatching add
+    site = line(1)
+    z = h.sum(axis=1) + y.sum(axis=0)          # (3,) + (4,) at run time
+    f = engine.function([x, y], z, backend=backend)
+    if not hasattr(f.compiled, "profile"):
+        pytest.skip(f"{backend} does not count kernel launches")
+    f.compiled.profiling = True
+    f(f32(3, 4), f32(5, 3))
+    f.compiled.reset_profile()
+    with pytest.raises(KilnShapeError) as info:
+        f(f32(3, 4), f32(5, 4))
+    assert site in str(info.value)
+    launched = [r["kernel"] for r in f.compiled.profile() if r["calls"]]
+    assert not launched, f"kernels ran before the error: {launched}"
+
+
 @pytest.mark.xfail(strict=True, reason="bug: with the optimizer on, a run-time matmul mismatch against a "
                    "static-shaped operand is reported as a 'Reshape{(None, 3)}' the user never wrote, "
                    "located at the input's declaration line, not at the T.dot expression")
@@ -152,22 +177,18 @@ def test_failing_call_leaves_every_shared_variable(backend):
 DETERMINISM_SCRIPT = r"""
 import hashlib, sys
 import numpy as np
-import engine, frontends.tensor as T
+import engine, frontends.tensor as T, frontends.nn as nn
 backend = sys.argv[1]
-x, w = T.matrix("x"), T.tensor4("w")
-img = T.tensor4("img")
+x, w, img = T.matrix("x"), T.tensor4("w"), T.tensor4("img")
 rng = engine.RandomStreams(1234)
-outs = [x.sum(), T.exp(x).sum(axis=0), T.dot(x, x.T), T.tanh(x).mean(), x.max(axis=1),
+# big enough for llvm's parallel loops (> 65536 iterations) and several SUM_BLOCK / COL_BLOCK blocks
+outs = [x.sum(), T.exp(x).sum(axis=0), T.dot(x[:200], x[:200].T), T.tanh(x).mean(), x.max(axis=1),
+        T.sqr(x - x.mean(axis=0)).sum(axis=1), nn.softmax(x).sum(axis=0), nn.conv2d(img, w).sum(axis=(0, 2, 3)),
         rng.uniform(size=(1000,)), rng.normal(size=(1001,)), rng.binomial(size=(999,), p=0.3)]
-try:
-    import frontends.nn as nn
-    outs += [nn.conv2d(img, w).sum(), nn.softmax(x).sum(axis=0)]
-except ImportError:
-    img_unused = True
-f = engine.function([x, img, w], outs, backend=backend, on_unused_input="ignore")
+f = engine.function([x, img, w], outs, backend=backend)
 g = np.random.default_rng(0)
-args = (g.standard_normal((300, 257)).astype("float32"), g.standard_normal((2, 3, 20, 20)).astype("float32"),
-        g.standard_normal((4, 3, 5, 5)).astype("float32"))
+args = (g.standard_normal((600, 2100)).astype("float32"), g.standard_normal((4, 3, 40, 40)).astype("float32"),
+        g.standard_normal((8, 3, 5, 5)).astype("float32"))
 h = hashlib.sha256()
 for out in f(*args) + f(*args):
     h.update(np.ascontiguousarray(out).tobytes())
@@ -354,14 +375,41 @@ def test_compiling_many_functions_does_not_leak(backend, record_property):
     assert after - before < 40 * 2**20, f"RSS grew {(after - before) / 2**20:.1f} MB over 200 compilations"
 
 
+@pytest.mark.skipif("llvm" not in NATIVE or not os.path.exists("/proc/self/statm"), reason="llvm on Linux")
+@pytest.mark.xfail(strict=True, reason="bug: every cold kernel compilation at O3 leaks ~200 KB of native memory "
+                   "(400 distinct functions: +79 MB RSS; O0 and cache hits leak nothing). llvmlite 0.47's "
+                   "new-pass-manager pipeline (create_pass_builder + getModulePassManager().run) leaks ~68 KB "
+                   "per module even after close(), so backends/llvm/runtime.py build_module needs a workaround")
+def test_cold_optimized_compilations_free_their_native_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path))          # nothing cached: every kernel compiles
+    monkeypatch.setenv("KILN_LLVM_OPT", "3")
+
+    def build(i: int) -> None:
+        x = T.matrix("x")
+        f = engine.function([x], (T.tanh(x * (i % 7 + 1)) + i).sum(axis=0), backend="llvm")
+        f(f32(8, 8))
+
+    for i in range(10):
+        build(i)
+    gc.collect()
+    before = rss_bytes()
+    for i in range(10, 70):
+        build(i)
+    gc.collect()
+    grown = (rss_bytes() - before) / 2**20
+    assert grown < 4, f"RSS grew {grown:.1f} MB over 60 cold compilations"
+
+
 # -- threads --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_function_called_from_four_threads_gives_correct_results(backend):
     x = T.matrix("x")
-    W = engine.shared(f32(20, 10, seed=3), name="W")
-    f = engine.function([x], [T.tanh(T.dot(x, W)).sum(axis=1), (x * 2).max(axis=0)], backend=backend)
-    inputs = [[f32(64, 20, seed=100 * t + i) for i in range(25)] for t in range(4)]
+    W = engine.shared(f32(200, 10, seed=3), name="W")
+    f = engine.function([x], [T.tanh(T.dot(x, W)).sum(axis=1), (T.exp(x) * 2).max(axis=0)], backend=backend)
+    # small calls, and large ones whose loops run on the backend's own thread pool
+    rows = [8, 700] if backend != "cuda-emulator" else [8, 16]
+    inputs = [[f32(rows[i % 2], 200, seed=100 * t + i) for i in range(12)] for t in range(4)]
     expected = [[f(a) for a in batch] for batch in inputs]
     failures: list = []
 
@@ -370,7 +418,7 @@ def test_one_function_called_from_four_threads_gives_correct_results(backend):
             for a, want in zip(inputs[t], expected[t]):
                 got = f(a)
                 for g, w in zip(got, want):
-                    if g.shape != w.shape or not np.allclose(g, w, rtol=1e-6, atol=1e-6):
+                    if g.shape != w.shape or g.tobytes() != w.tobytes():      # the same bits as serial calls
                         failures.append((t, "wrong result"))
         except Exception as error:  # noqa: BLE001 - a clear refusal would be recorded here
             failures.append((t, repr(error)))
@@ -391,9 +439,10 @@ def test_one_function_called_from_four_threads_gives_correct_results(backend):
 @pytest.mark.xfail(strict=True, reason="bug: Function.__call__ reads the shared values, runs, then commits "
                    "without a lock, so concurrent calls of a function with updates silently lose updates "
                    "(neither safe nor refused)")
-def test_concurrent_calls_do_not_lose_updates():
+@pytest.mark.parametrize("backend", NATIVE)
+def test_concurrent_calls_do_not_lose_updates(backend):
     counter = engine.shared(np.int64(0), name="counter")
-    f = engine.function([], counter, updates={counter: counter + 1}, backend="numpy")
+    f = engine.function([], counter, updates={counter: counter + 1}, backend=backend)
     errors: list = []
 
     def work() -> None:
@@ -448,10 +497,3 @@ def test_unpickle_pattern_catches_the_usual_spellings():
         assert UNPICKLE.search(bad), bad
     for fine in ("np.load(path)", "np.load(p, allow_pickle=False)", "json.loads(s)", "# never unpickle"):
         assert not UNPICKLE.search(fine), fine
-
-
-def _sha(arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()

@@ -14,7 +14,6 @@ import os
 import numpy as np
 
 from engine import kernel_ir as ir
-from engine.errors import KilnShapeError
 from engine.graph import Constant
 from engine.kernel_ir import BufferParam, Cast, Const, Declare, If, Loop, ScalarParam, Select, Var
 from engine.lower import HostScalar, In, Lowered, LoweringError, Out, Step, Tmp, lowering
@@ -770,5 +769,3 @@ def lower_random(node) -> Lowered:
     temps = [(raw_dtype, lambda arrays: sample_shape(arrays))]
     return HostLowered([raw, combine], steps, output_shapes, temps, host_outputs={0: new_state})
 
-
-__all__ = ["lower_expression", "matmul_body", "reduce_kernel", "KilnShapeError"]

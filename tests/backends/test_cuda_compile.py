@@ -49,11 +49,12 @@ def test_every_kernel_compiles(translation_unit, arch):
     for family in ("gpu_gemm", "gpu_matmul", "gpu_conv2d_fwd", "gpu_conv2d_bwd_weight", "philox",
                    "pool", "softmax", "lcn", "R_"):
         assert any(family in n for n in names), family
-    ptx = cc.compile_ptx(source, arch)
     cubin = cc.compile_cubin(source, arch)
     assert cubin[:4] == b"\x7fELF"
-    for name in names:
-        assert f".entry {name}(" in ptx
+    if arch == "sm_90":  # the readable level: one .entry per kernel
+        ptx = cc.compile_ptx(source, arch)
+        for name in names:
+            assert f".entry {name}(" in ptx
 
 
 def test_cache_hits_and_corrupt_entries(tmp_path, monkeypatch):

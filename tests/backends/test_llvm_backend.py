@@ -205,3 +205,21 @@ def test_second_process_compiles_nothing(tmp_path):
     cold, warm = (r.stdout.split() for r in runs)
     assert int(cold[0]) > 0 and cold[1] == "0"
     assert warm[:3] == ["0", "1", "1"] and warm[3] == cold[3]
+
+
+def test_corrupt_function_entry_is_recompiled(tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path))
+    x = T.matrix("x")
+
+    def build():
+        return engine.function([x], T.sum(T.exp(x) * 2.0, axis=1), backend="llvm")
+    a = rng.standard_normal((3, 5)).astype("float32")
+    cold = build()
+    assert not cold.compiled.warm
+    assert build().compiled.warm
+    for path in (tmp_path / "functions").glob("*.bin"):
+        path.write_bytes(b"{not json")
+    again = build()
+    assert not again.compiled.warm
+    np.testing.assert_allclose(again(a), np.exp(a).sum(1) * 2, rtol=1e-6)
+    assert build().compiled.warm  # the entry was rewritten
