@@ -8,6 +8,7 @@ updates only after every check passed.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -142,6 +143,9 @@ class Function:
         self.shared = fgraph.shared
         self.updated_index = [fgraph.shared.index(s) for s in fgraph.updated]
         self.compile_profile = fgraph.profile
+        # one call at a time: a call reads shared values, runs on pooled buffers and commits
+        # updates, so concurrent calls from several threads are serialized (safe, not parallel)
+        self._call_lock = threading.Lock()
 
     @property
     def kernels(self) -> list:
@@ -176,7 +180,8 @@ class Function:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return self._call(args, kwargs)
+            with self._call_lock:
+                return self._call(args, kwargs)
         except KilnError as error:
             # every call-time error also names the caller's line
             raise with_site(error, user_site(), "in the call at") from error.__cause__

