@@ -7,7 +7,7 @@ graph exactly as written) and on every target: numpy with the optimizer on, and 
 registered backend with the optimizer on and off. Every output (forward outputs, then the
 gradients of a random scalar cost with respect to every float input) must match the oracle:
 same shape and dtype; bool/int exactly; floats to a tolerance made of a dtype-aware base
-(``64 eps`` relative to the output's scale) plus 16 times the oracle's own error, measured
+(``64 eps`` relative to the output's scale) plus 64 times the oracle's own error, measured
 against the same program rebuilt in float64 (an ill-conditioned output gets the slack it
 needs, a well-conditioned one none). Also checked: the oracle is bit-identical when run again
 after the other compilations (no graph mutation, no nondeterminism), and no call writes to its
@@ -34,7 +34,8 @@ import numpy as np
 from tests.fuzz_graphs import GeneratorError, HypothesisDraw, Program, RandomDraw, generate
 
 BASE_ULPS = 64            # base tolerance, in units of the dtype's eps, relative to the output's scale
-ORACLE_ERROR_FACTOR = 16  # slack per unit of the oracle's own (float32 vs float64) error
+ORACLE_ERROR_FACTOR = 64  # slack per unit of the oracle's own (float32 vs float64) error: numpy sums
+                          # pairwise, the code generators in blocks (an order of magnitude less accurate)
 
 
 #: bugs already filed (each has an xfail regression test in tests/test_fuzz.py): a finding on a
@@ -357,6 +358,10 @@ class _Timeout(Exception):
     pass
 
 
+class _StopFuzz(BaseException):
+    """The run's time limit passed."""
+
+
 def _alarm(signum, frame):  # noqa: ARG001
     raise _Timeout()
 
@@ -370,7 +375,7 @@ def run(n_graphs: int, targets: list[Target], seed: int, driver: str = "hypothes
 
     def one(draw) -> None:
         if deadline is not None and time.perf_counter() > deadline:
-            return
+            raise _StopFuzz
         signal.alarm(per_graph_timeout)
         try:
             found = fuzz_one(draw, targets, stats, max_ops, use_nn)
@@ -386,8 +391,11 @@ def run(n_graphs: int, targets: list[Target], seed: int, driver: str = "hypothes
             print(f"[fuzz] {stats.summary()}", flush=True)
 
     if driver == "random":
-        for i in range(n_graphs):
-            one(RandomDraw(seed * 1_000_003 + i))
+        try:
+            for i in range(n_graphs):
+                one(RandomDraw(seed * 1_000_003 + i))
+        except _StopFuzz:
+            pass
         return stats
 
     from hypothesis import HealthCheck, Phase, given, settings
@@ -401,7 +409,14 @@ def run(n_graphs: int, targets: list[Target], seed: int, driver: str = "hypothes
     def driver_fn(data):
         one(HypothesisDraw(data))
 
-    driver_fn()
+    try:
+        driver_fn()
+    except (_StopFuzz, Exception):
+        # hypothesis reports the stop as a failure (or as "flaky" data generation); only a
+        # stop we asked for is swallowed
+        if deadline is None or time.perf_counter() <= deadline:
+            raise
+        print(f"[fuzz] time limit of {time_limit:.0f} s reached", flush=True)
     return stats
 
 

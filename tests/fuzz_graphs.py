@@ -460,6 +460,8 @@ class GraphGen:
             "maximum": (max(a.lo, b.lo), max(a.hi, b.hi)), "minimum": (min(a.lo, b.lo), min(a.hi, b.hi)),
             "pow": (min(corners), max(corners)),
         }[op]
+        if b is a and op in ("sub", "true_div"):     # x - x, x / x: constants (std of them has a NaN grad)
+            lo = hi = 0.0 if op == "sub" else 1.0
         if max(abs(lo), abs(hi)) > FLOAT_BOUND:
             raise _Skip
         sym = {"add": "+", "sub": "-", "mul": "*", "true_div": "/", "pow": "**"}
