@@ -98,10 +98,11 @@ def early_stopping(train_fn: Callable[[int], Any], n_train_batches: int, validat
     ``min(n_train_batches, patience // 2)`` iterations, the test error at each new best
     validation error, and stop once ``patience`` iterations have gone by without a significant
     improvement. Returns ``best_valid``, ``test`` (at the best validation), ``epochs``,
-    ``best_iter``, ``seconds`` and ``history`` (per epoch: train cost, validation error)."""
+    ``best_iter``, ``seconds`` and ``history`` (per epoch: train cost, validation error, the test
+    error at the best validation so far, and the seconds elapsed since training started)."""
     validation_frequency = max(1, min(n_train_batches, patience // 2))
     best_valid, test_score, best_iter, epoch = np.inf, np.inf, 0, 0
-    history: dict[str, list] = {"epoch": [], "train_cost": [], "valid_error": []}
+    history: dict[str, list] = {"epoch": [], "train_cost": [], "valid_error": [], "test_error": [], "seconds": []}
     start = time.perf_counter()
     done = False
     bar = progress(range(n_epochs), desc=desc, unit="epoch")
@@ -125,6 +126,8 @@ def early_stopping(train_fn: Callable[[int], Any], n_train_batches: int, validat
         history["epoch"].append(epoch)
         history["train_cost"].append(float(np.mean(costs)) if costs else float("nan"))
         history["valid_error"].append(valid_error if valid_error is not None else float(np.mean(validate())))
+        history["test_error"].append(test_score)
+        history["seconds"].append(time.perf_counter() - start)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(cost=f"{history['train_cost'][-1]:.4f}", valid=f"{100 * best_valid:.2f}%",
                             test=f"{100 * test_score:.2f}%")
