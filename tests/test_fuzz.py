@@ -127,12 +127,28 @@ def test_the_oracle_target_is_unoptimized_numpy():
     assert ORACLE == Target("numpy", None)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: x[:] returns x itself (no Subtensor node), so the Theano idiom "
-                   "T.set_subtensor(x[:], v) raises 'need an indexed tensor x[...]'")
-def test_set_subtensor_of_a_full_slice():
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("optimizer", ["default", None])
+def test_set_subtensor_of_a_full_slice(backend, optimizer):
+    """Theano's idiom: ``x[:]`` is a Subtensor node (canonicalize drops the no-op copy)."""
     x, v = T.vector("x"), T.vector("v")
-    f = engine.function([x, v], T.set_subtensor(x[:], v), backend="numpy")
-    np.testing.assert_array_equal(f(np.zeros(3, "float32"), np.ones(3, "float32")), np.ones(3, "float32"))
+    kw = {} if optimizer else {"optimizer": None}
+    f = engine.function([x, v], [T.set_subtensor(x[:], v), T.inc_subtensor(x[:], v), x[:] * 2], backend=backend, **kw)
+    zero, one = np.arange(3, dtype="float32"), np.ones(3, "float32")
+    got = f(zero, one)
+    for g, want in zip(got, [one, zero + 1, zero * 2]):
+        np.testing.assert_array_equal(g, want)
+    m = T.matrix("m")
+    f = engine.function([m], T.set_subtensor(m[:, :], 0.0) + m[::1], backend=backend, **kw)
+    a = np.arange(6, dtype="float32").reshape(2, 3)
+    np.testing.assert_array_equal(f(a), a)
+
+
+def test_a_full_slice_is_optimized_away():
+    x = T.vector("x")
+    f = engine.function([x], x[:] * 2, backend="numpy")
+    listing = engine.debugprint(f, file=io.StringIO())
+    assert "Subtensor" not in listing, listing
 
 
 # -- regression tests for what the fuzzer found ---------------------------------------------------------
@@ -147,12 +163,26 @@ def test_grad_of_log_softmax_mean_with_the_optimizer():
     np.testing.assert_allclose(engine.function([x], g, backend="numpy")(a), (1 - 3 * s) / 6, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="bug (fuzz): Reduce{prod}'s vjp divides the product by x, so the "
-                   "gradient is NaN wherever an input is 0 (it is the product of the other elements)")
-def test_grad_of_prod_with_a_zero_input():
-    x = T.vector("x")
-    g = engine.function([x], engine.grad(T.prod(x), x), backend="numpy", optimizer=None)
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("optimizer", ["default", None])
+def test_grad_of_prod_with_a_zero_input(backend, optimizer):
+    """Reduce{prod}'s vjp is the product of the other elements, finite where inputs are 0."""
+    kw = {} if optimizer else {"optimizer": None}
+    x, m = T.vector("x"), T.matrix("m")
+    g = engine.function([x], engine.grad(T.prod(x), x), backend=backend, **kw)
     np.testing.assert_allclose(g(np.array([0, 2, 3], "float32")), [6, 0, 0])
+    np.testing.assert_allclose(g(np.array([0, 2, 0], "float32")), [0, 0, 0])
+    np.testing.assert_allclose(g(np.array([4, 2, 3], "float32")), [6, 12, 8])
+    rows = np.array([[0, 2, 3], [1, -2, 3], [0, 0, 5], [-0.0, 1, 1]], "float32")
+    gm = engine.function([m], engine.grad(T.prod(m, axis=1).sum(), m), backend=backend, **kw)
+    np.testing.assert_allclose(gm(rows), [[6, 0, 0], [-6, 3, -2], [0, 0, 0], [1, 0, 0]])
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_verify_grad_of_prod_with_zeros(axis):
+    rows = np.array([[0.0, 2.0, 3.0], [1.5, -2.0, 0.5], [0.0, 0.0, 1.2], [0.7, 0.0, -1.1]])
+    engine.verify_grad(lambda a: T.prod(a, axis=axis), [rows], backend="numpy")
+    engine.verify_grad(lambda a: T.prod(a, axis=axis), [rows.astype("float32")], backend="numpy")
 
 
 def test_compare_uses_the_float64_value_where_the_naive_oracle_overflowed():

@@ -197,9 +197,14 @@ def subtensor(x: Variable, key: Any) -> Variable:
     if advanced:
         return AdvancedSubtensor()(x, *key)
     spec, symbolic = parse_basic_index(x, key)
-    if all(e == ("slice", None, None, None) for e in spec):
-        return x
+    # even ``x[:]`` is a node (Theano's idiom ``set_subtensor(x[:], v)`` needs one); canonicalize
+    # removes the no-op copy (rule ``subtensor_full``)
     return Subtensor(spec)(x, *symbolic)
+
+
+def is_full_slice(spec: tuple) -> bool:
+    """True when ``spec`` selects every element of every axis in order (``x[:]``, ``x[::1, :]``)."""
+    return all(e[0] == "slice" and e[1:] in ((None, None, None), (None, None, 1)) for e in spec)
 
 
 def _with_new_axes(x: Variable, key: tuple) -> Variable:

@@ -55,11 +55,26 @@ class Reduce(Op):
         g = broadcast_like(keep_dims(grads[0], x.ndim, self.axes), x)
         if self.reducer == "sum":
             return [g]
-        out_b = broadcast_like(keep_dims(out, x.ndim, self.axes), x)
         if self.reducer == "prod":
-            return [E.true_div(E.mul(g, out_b), x)]
+            return [E.mul(g, _prod_of_the_others(x, self.axes))]
+        out_b = broadcast_like(keep_dims(out, x.ndim, self.axes), x)
         # max/min: every element equal to the extremum gets the gradient (as Theano)
         return [E.where(E.apply("eq", x, out_b), g, 0)]
+
+
+def _prod_of_the_others(x: Variable, axes: tuple) -> Variable:
+    """d prod(x) / d x_i = the product of every other element of x_i's group, zero-safe: not
+    ``prod / x_i`` (NaN where x_i is 0) but, from the product of the non-zero elements and the
+    count of zeros per group: no zero -> that product / x_i; one zero -> that product at the
+    zero and 0 elsewhere; two or more -> 0 everywhere."""
+    from engine.ops import elemwise as E
+
+    is_zero = E.apply("eq", x, 0)
+    nonzero = E.where(is_zero, 1, x)
+    product = keep_dims(Reduce("prod", axes)(nonzero), x.ndim, axes)
+    zeros = keep_dims(Reduce("sum", axes)(E.cast(is_zero, x.dtype)), x.ndim, axes)
+    lone_zero = E.apply("and", is_zero, E.apply("eq", zeros, 1))
+    return E.where(E.apply("eq", zeros, 0), E.true_div(product, nonzero), E.where(lone_zero, product, 0))
 
 
 class Argmax(Op):

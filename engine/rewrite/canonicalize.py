@@ -11,6 +11,7 @@ from engine.ops import elemwise as E
 from engine.ops import reduce as R
 from engine.ops import shape as S
 from engine.ops.elemwise import Elemwise
+from engine.ops.indexing import Subtensor, is_full_slice
 from engine.rewrite.pattern import Match, Pat, PatternMatcher, Rule
 
 #: folded results larger than this (elements) are kept out unless no larger than an input
@@ -348,6 +349,7 @@ RULES = [
     Rule("dimshuffle_identity", Pat(S.DimShuffle, [x_]), _dimshuffle_identity),
     Rule("dimshuffle_compose", Pat(S.DimShuffle, [_ds("x")]), _dimshuffle_compose),
     Rule("dimshuffle_lift", Pat(S.DimShuffle, [Pat(Elemwise, name="x")]), _dimshuffle_lift),
+    Rule("subtensor_full", Pat(Subtensor, [x_]), lambda m: m.x if is_full_slice(m.node.op.spec) else None),
     Rule("reshape_noop", Pat(S.Reshape), lambda m: same_as(m, m.node.inputs[0])),
     Rule("reshape_reshape", Pat(S.Reshape), _reshape_reshape),
     Rule("shape_of_static", Pat(S.ShapeOf, [x_]), _shape_of_static),
