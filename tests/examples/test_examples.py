@@ -46,3 +46,19 @@ def test_example_quick(name, tmp_path):
     assert text in proc.stdout, proc.stdout[-2000:]
     for f in files:
         assert (out / f).is_file(), f"{name} did not write {f}; wrote {sorted(p.name for p in out.iterdir())}"
+
+
+def test_reproduce_writes_a_result_record(tmp_path):
+    """``examples/reproduce.py`` runs an experiment and keeps its command, wall time and history."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "reproduce.py"), "--backend", "numpy",
+                           "--out", str(tmp_path), "--only", "logistic", "--set", "logistic=--quick --epochs 3"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "logistic" / "result.json").read_text())
+    assert record["command"].endswith("--quick --epochs 3") and record["backend"] == "numpy"
+    history = record["result"]["history"]
+    assert len(history["epoch"]) == len(history["test_error"]) == len(history["seconds"]) == record["result"]["epochs"]
+    assert history["seconds"] == sorted(history["seconds"]) and record["wall_s"] >= history["seconds"][-1]
