@@ -52,6 +52,8 @@ class FunctionGraph:
     shared: list[SharedVariable]
     updated: list[SharedVariable]
     profile: dict = field(default_factory=dict)
+    #: input dims the ops force, found by the optimizer: (input, axis, size, op name, site)
+    requirements: list = field(default_factory=list)
 
 
 def _normalize_updates(updates: Any) -> list[tuple[SharedVariable, Variable]]:
@@ -143,6 +145,7 @@ class Function:
         self.shared = fgraph.shared
         self.updated_index = [fgraph.shared.index(s) for s in fgraph.updated]
         self.compile_profile = fgraph.profile
+        self._requirements = _input_requirements(fgraph, names)
         # one call at a time: a call reads shared values, runs on pooled buffers and commits
         # updates, so concurrent calls from several threads are serialized (safe, not parallel)
         self._call_lock = threading.Lock()
@@ -189,6 +192,8 @@ class Function:
     def _call(self, args: tuple, kwargs: dict) -> Any:
         arrays = self._arguments(args, kwargs)
         shared_values = [s.value for s in self.shared]
+        if self._requirements:
+            _check_requirements(self._requirements, arrays + shared_values)
         results = self.compiled.run(arrays + shared_values)
         n_out = self.fgraph.n_user_outputs
         outputs, new_values = results[:n_out], results[n_out:]
@@ -203,6 +208,31 @@ class Function:
         for target, value in zip(self.fgraph.updated, new_values):
             target._value = value
         return outputs[0] if self.single_output else outputs
+
+
+def _input_requirements(fgraph: FunctionGraph, names: list[str]) -> list[tuple]:
+    """(position among the run's arrays, label, declared shape, axis, size, op name, site) for
+    each dim an op forces on an input (a T.matrix multiplied by a (3, 5) matrix has 3 columns)."""
+    position = {id(v): i for i, v in enumerate(fgraph.inputs)}
+    result = []
+    for v, axis, size, op_name, site in fgraph.requirements:
+        i = position.get(id(v))
+        if i is None:
+            continue
+        label = f"input {names[i]!r}" if i < fgraph.n_user_inputs else f"shared variable {v.name or '?'!r}"
+        result.append((i, label, v.type.shape, axis, size, op_name, site))
+    return result
+
+
+def _check_requirements(requirements: list[tuple], arrays: list) -> None:
+    """Raise before anything runs when an input's dim differs from the one an op needs: the
+    error names the input and the op's line (the optimizer's internal Reshape never shows)."""
+    for i, label, declared, axis, size, op_name, site in requirements:
+        shape = arrays[i].shape
+        if shape[axis] != size:
+            expected = tuple(size if k == axis else d for k, d in enumerate(declared))
+            raise KilnShapeError(f"{label}: expected shape {format_shape(expected)}, given {format_shape(shape)}: "
+                                 f"the {op_name} created at {site} needs size {size} along axis {axis}")
 
 
 def _fresh(values: list, owned: list) -> list:

@@ -86,9 +86,14 @@ def _sharpen_inputs(outputs: list[Variable], ctx: RewriteContext) -> list[Variab
             continue
         pattern = [d if isinstance(d, int) else None for d in dims]
         sharp = Reshape(pattern)(v, *[ShapeOf(k)(v) for k, d in enumerate(pattern) if d is None])
-        # a wrong input fails here: name the line whose op needs that size (e.g. the dot)
-        sites = [ctx.shape_cache[WHY].get(("in", v, k)) for k in range(v.ndim)]
-        sharp.site = sharp.owner.site = next((s for s in sites if s), v.site)
+        # the function checks these dims before anything runs, naming the op (e.g. the dot) and
+        # the line that needs them; should the Reshape still fail, it names that line too
+        why = [ctx.shape_cache[WHY].get(("in", v, k)) for k in range(v.ndim)]
+        for k, (size, reason) in enumerate(zip(pattern, why)):
+            if size is not None and v.type.shape[k] is None:
+                op_name, site = reason or ("an op", v.site)
+                ctx.requirements.append((v, k, size, op_name, site))
+        sharp.site = sharp.owner.site = next((r[1] for r in why if r), v.site)
         replace[v] = sharp
     if not replace:
         return outputs
@@ -106,4 +111,5 @@ def optimize(fgraph, fuse: bool = False) -> None:
     fgraph.outputs[:] = rewrite_outputs(fgraph.outputs, fuse, fgraph.profile, ctx=ctx)
     after = len(toposort(fgraph.outputs))
     fgraph.rewrite_stats = {"nodes_before": before, "nodes_after": after, "fired": dict(ctx.fired)}
+    fgraph.requirements = list(ctx.requirements)
     debug_log("rewrites", f"optimize(fuse={fuse}): {before} -> {after} nodes; fired {ctx.fired}")

@@ -253,6 +253,9 @@ class RewriteContext:
         self._clients: dict[int, int] = {}
         self._origin: dict[int, Variable] = {}
         self.outputs: set[int] = set()
+        #: input dims the ops force (see ``rewrite._sharpen_inputs``): (input, axis, size, op
+        #: name, site), checked by ``Function`` before anything runs
+        self.requirements: list[tuple] = []
 
     # -- client counts (of the graph at the start of the current sweep) ----------------------
     def begin_sweep(self, outputs: Sequence[Variable]) -> None:

@@ -36,7 +36,7 @@ def broadcast(*shapes: tuple) -> tuple:
 
 
 SUBST = "__subst__"  # the cache entry holding the dim equalities (see ``unify_dims``)
-WHY = "__why__"  # symbol -> the creation site of the node that forced its value
+WHY = "__why__"  # symbol -> (op name, creation site) of the node that forced its value
 
 
 def _find(subst: dict, d):
@@ -55,22 +55,22 @@ def unify_dims(outputs, cache: dict) -> int:
     for node in toposort(outputs):
         name, ins = type(node.op).__name__, node.inputs
         if name == "MatMul":
-            pairs.append((symbolic_shape(ins[0], cache)[-1], symbolic_shape(ins[1], cache)[-2], node.site))
+            pairs.append((symbolic_shape(ins[0], cache)[-1], symbolic_shape(ins[1], cache)[-2], node))
         elif name == "SoftmaxCrossEntropy":
-            pairs.append((symbolic_shape(ins[0], cache)[0], symbolic_shape(ins[1], cache)[0], node.site))
+            pairs.append((symbolic_shape(ins[0], cache)[0], symbolic_shape(ins[1], cache)[0], node))
         elif name == "Conv2d" and getattr(node.op, "groups", None) == 1:
-            pairs.append((symbolic_shape(ins[0], cache)[1], symbolic_shape(ins[1], cache)[1], node.site))
+            pairs.append((symbolic_shape(ins[0], cache)[1], symbolic_shape(ins[1], cache)[1], node))
     subst = cache.setdefault(SUBST, {})
     why = cache.setdefault(WHY, {})
     count = 0
-    for a, b, site in pairs:
+    for a, b, node in pairs:
         a, b = _find(subst, a), _find(subst, b)
         if a == b or (isinstance(a, int) and isinstance(b, int)):
             continue
         if isinstance(a, int) or (not isinstance(b, int) and a[0] == "in" and b[0] != "in"):
             a, b = b, a
         subst[a] = b  # a symbol -> an int, or a derived symbol -> an input's dim
-        why.setdefault(a, site)
+        why.setdefault(a, (type(node.op).__name__, node.site))
         count += 1
     if count:
         for key in [k for k in cache if k not in (SUBST, WHY)]:
