@@ -31,6 +31,11 @@ class CompiledGraph(ABC):
 
     #: generated kernels (empty for the numpy backend)
     kernels: list = []
+    #: True when ``run`` may return update values that stay on a device: objects with
+    #: ``shape``, ``dtype`` and ``to_host()``. engine.function stores them in the shared
+    #: variable as they are and passes them back to ``run`` unread; reading the variable
+    #: downloads (backends/cuda/backend.py DeviceValue)
+    keeps_device_values: bool = False
 
     @abstractmethod
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:

@@ -191,7 +191,9 @@ class Function:
 
     def _call(self, args: tuple, kwargs: dict) -> Any:
         arrays = self._arguments(args, kwargs)
-        shared_values = [s.value for s in self.shared]
+        # a device-resident backend gets its own device values back unread (no download)
+        resident = getattr(self.compiled, "keeps_device_values", False)
+        shared_values = [s._value if resident else s.value for s in self.shared]
         if self._requirements:
             _check_requirements(self._requirements, arrays + shared_values)
         results = self.compiled.run(arrays + shared_values)
@@ -202,9 +204,11 @@ class Function:
                 raise KilnShapeError(f"update of shared variable {target.name!r} (declared at {target.site}): "
                                      f"the new value has shape {format_shape(np.shape(value))}, the variable's "
                                      f"type is {target.type}; nothing was updated")
-        owned = arrays + shared_values
+        owned = [a for a in arrays + shared_values if isinstance(a, np.ndarray)]
         outputs = _fresh(outputs, owned)
-        new_values = _fresh(new_values, owned + outputs)
+        host = [k for k, v in enumerate(new_values) if not hasattr(v, "to_host")]
+        for k, v in zip(host, _fresh([new_values[k] for k in host], owned + outputs)):
+            new_values[k] = v
         for target, value in zip(self.fgraph.updated, new_values):
             target._value = value
         return outputs[0] if self.single_output else outputs

@@ -130,7 +130,7 @@ class SharedVariable(Variable):
         self.default_update: Variable | None = None
 
     def get_value(self, borrow: bool = False) -> np.ndarray:
-        return self._value if borrow else self._value.copy()
+        return self.value if borrow else self.value.copy()
 
     def set_value(self, value: Any, borrow: bool = False) -> None:
         array = self.type.filter(value, self.name or "?", site=self.site, kind="shared variable")
@@ -142,6 +142,8 @@ class SharedVariable(Variable):
 
     @property
     def value(self) -> np.ndarray:
+        if hasattr(self._value, "to_host"):  # left on a device by a compiled function: read it back
+            return self._value.to_host()
         return self._value
 
 

@@ -15,11 +15,14 @@ differs (``GpuExecutor``: alloc / upload / download / prepare / launch).
 3. the executor prepares all launches at once (CUDA: one translation unit, nvcc, cached).
 
 ``run(arrays)``: values live where they were made. Function inputs are uploaded when a kernel
-first needs them; shared variables stay on the device between calls (``SharedMirrors``: a
-device copy is reused while the variable still holds the host array it was made from);
-views (DimShuffle, Reshape, broadcasting...) are computed on device arrays through numpy
-stand-ins (device.py); shapes, host scalars and host outputs read device values only when
-they need them. Outputs and updated shared values are downloaded at the end of the call.
+first needs them; shared variables stay on the device between calls: an updated value comes
+back as a ``DeviceValue`` that engine.function stores in the variable unread (the hook
+``CompiledGraph.keeps_device_values``) and the next call uses in place; a value set on the
+host is uploaded once and mirrored while unchanged (``SharedMirrors``). Views (DimShuffle,
+Reshape, broadcasting...) are computed on device arrays through numpy stand-ins (device.py);
+shapes, host scalars and host outputs read device values only when they need them. Only the
+function's outputs are downloaded at the end of the call; ``get_value()`` downloads a
+DeviceValue once. ``mode="guard"`` checks every float result of every node for NaN/Inf.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from engine import kernel_ir as ir
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError, KilnShapeError, describe_node
 from engine.gpu_transforms import GpuTarget, gpu_schedule
-from engine.graph import Constant, SharedVariable, toposort
+from engine.graph import Constant, toposort
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
 
 
@@ -60,12 +63,23 @@ class GpuExecutor:
         else:
             a = self._alloc(size)
             a.nbytes = size
-        a.kept = False
+        a.kept = 0
         return a
 
     def free(self, alloc):
-        if not getattr(alloc, "kept", False):
+        """Back to the pool, unless something still holds it (``hold``)."""
+        if not alloc.kept:
             self.pool.setdefault(alloc.nbytes, []).append(alloc)
+
+    def hold(self, alloc):
+        """One more owner beyond the call that made it (a DeviceValue, a shared mirror):
+        a held allocation is never handed out again."""
+        alloc.kept += 1
+
+    def unhold(self, alloc):
+        alloc.kept -= 1
+        if alloc.kept == 0:
+            self.free(alloc)
 
     def empty(self, shape, dtype):
         dtype = np.dtype(dtype)
@@ -109,13 +123,18 @@ class GpuExecutor:
 
 
 class DeviceValue:
-    """An updated shared value left on the device (``GpuCompiledGraph.lazy_updates``):
-    ``to_host()`` / ``np.asarray`` download it once; shape and dtype are free."""
+    """A shared variable's value left on the device by a call (the hook
+    ``CompiledGraph.keeps_device_values``): engine.function stores it in the SharedVariable as
+    it is, the next call on this executor uses ``dev`` in place, and reading the variable
+    (``get_value``, ``.value``, another backend) calls ``to_host()``, which downloads once.
+    It holds its allocation until it is dropped (a later update or set_value replaces it)."""
 
-    __slots__ = ("dev", "executor", "_host")
+    __slots__ = ("dev", "executor", "_host", "__weakref__")
 
     def __init__(self, dev, executor):
         self.dev, self.executor, self._host = dev, executor, None
+        executor.hold(dev.alloc)
+        weakref.finalize(self, executor.unhold, dev.alloc)
 
     shape = property(lambda self: self.dev.shape)
     dtype = property(lambda self: self.dev.dtype)
@@ -136,7 +155,10 @@ class DeviceValue:
 
 
 class SharedMirrors:
-    """Device copies of shared variables: {SharedVariable: (host array, DeviceArray)}."""
+    """Device copies of shared values that live on the host (made with ``shared`` or
+    ``set_value``): {SharedVariable: (host array, DeviceArray)}. A copy is reused while the
+    variable still holds the host array it was made from, so a read-only shared value (a
+    dataset sliced through givens) crosses the bus once."""
 
     def __init__(self, executor):
         self.ex = executor
@@ -149,19 +171,14 @@ class SharedMirrors:
         return None
 
     def put(self, var, host, dev):
-        old = self.table.get(var)
-        dev.alloc.kept = True
+        self.ex.hold(dev.alloc)
+        self.drop(var)
         self.table[var] = (host, dev)
-        if old is not None and old[1].alloc is not dev.alloc and \
-                not any(d.alloc is old[1].alloc for _, d in self.table.values()):
-            old[1].alloc.kept = False
-            self.ex.free(old[1].alloc)
 
     def drop(self, var):
         old = self.table.pop(var, None)
-        if old is not None and not any(d.alloc is old[1].alloc for _, d in self.table.values()):
-            old[1].alloc.kept = False
-            self.ex.free(old[1].alloc)
+        if old is not None:
+            self.ex.unhold(old[1].alloc)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -304,8 +321,11 @@ def _scalar(value, dtype):
 
 
 class GpuCompiledGraph(CompiledGraph):
+    #: updated shared values stay on the device (DeviceValue); see backends.CompiledGraph
+    keeps_device_values = True
+
     def __init__(self, backend, fgraph, plans, n_slots, init_values, input_slots, output_slots,
-                 kernels, host_nodes):
+                 kernels, host_nodes, guard=False):
         self.backend = backend
         self.ex = backend.executor
         self.fgraph = fgraph
@@ -316,58 +336,48 @@ class GpuCompiledGraph(CompiledGraph):
         self.output_slots = output_slots
         self.kernels = kernels
         self.host_nodes = host_nodes
+        #: mode="guard": every float result is checked for NaN/Inf after its node ran
+        self.guard = guard
         self.n_user = fgraph.n_user_inputs
         self.shared_vars = list(fgraph.inputs[self.n_user:])
-        n_out = fgraph.n_user_outputs
         self.updated = list(fgraph.updated)
-        self.update_slots = output_slots[n_out:]
+        self.n_out = fgraph.n_user_outputs
         self.stats = {"calls": 0, "launches": 0, "uploads": 0, "downloads": 0}
-        #: return updated shared values as DeviceValue (no download) instead of numpy arrays;
-        #: for a Function that stores them lazily in its SharedVariables (see the report)
-        self.lazy_updates = False
 
     def run(self, arrays):
         call = _Call(self.ex)
         vals = list(self.init_values)
         for slot, a in zip(self.input_slots, arrays):
             if isinstance(a, DeviceValue) and a.executor is self.ex:
-                a = a.dev  # left on this device by an earlier call (lazy_updates)
+                a = a.dev  # left on this device by an earlier call
             vals[slot] = a
         mirrors = self.ex.mirrors
-        for k, sv in enumerate(self.shared_vars):
-            slot = self.input_slots[self.n_user + k]
-            if isinstance(sv, SharedVariable):
-                d = mirrors.get(sv, arrays[self.n_user + k])
-                if d is not None:
-                    vals[slot] = d
+        shared_in = arrays[self.n_user:]
+        for sv, host, slot in zip(self.shared_vars, shared_in, self.input_slots[self.n_user:]):
+            d = mirrors.get(sv, host)
+            if d is not None:
+                vals[slot] = d
         self.stats["calls"] += 1
         try:
             for plan in self.plans:
                 self._node(plan, vals, call)
             results = []
-            n_out = len(self.output_slots) - len(self.update_slots)
             for k, s in enumerate(self.output_slots):
                 v = vals[s]
                 if isinstance(v, DeviceArray):
-                    if self.lazy_updates and k >= n_out:
-                        v = DeviceValue(v, self.ex)
+                    if k >= self.n_out and self.keeps_device_values:
+                        v = DeviceValue(v, self.ex)  # an update: stays on the device
                     else:
                         v = self.ex.download(v)
                         self.stats["downloads"] += 1
                 results.append(v)
-            for sv, s, host in zip(self.updated, self.update_slots,
-                                   results[len(results) - len(self.update_slots):]):
-                v = vals[s]
-                if isinstance(v, DeviceArray) and isinstance(sv, SharedVariable):
-                    mirrors.put(sv, host, v)
-                elif isinstance(sv, SharedVariable):
-                    mirrors.drop(sv)
             self.stats["uploads"] += len(call.uploads)
-            for d in call.uploads.values():  # a shared value uploaded this call stays
-                for k, sv in enumerate(self.shared_vars):
-                    if d.host is arrays[self.n_user + k] and isinstance(sv, SharedVariable) \
-                            and sv not in self.updated:
-                        mirrors.put(sv, d.host, d)
+            # host shared values uploaded by this call stay mirrored while unchanged
+            updated = {id(sv) for sv in self.updated}
+            for d in call.uploads.values():
+                for sv, host in zip(self.shared_vars, shared_in):
+                    if d.host is host and id(sv) not in updated:
+                        mirrors.put(sv, host, d)
             return results
         finally:
             call.release()
@@ -377,8 +387,11 @@ class GpuCompiledGraph(CompiledGraph):
         node = plan.node
         if plan.host:
             from backends.numpy.table import run_node
-            for s, v in zip(plan.out_slots, run_node(node, [call.host(x) for x in ins])):
+            outs = run_node(node, [call.host(x) for x in ins])
+            for s, v in zip(plan.out_slots, outs):
                 vals[s] = v
+            if self.guard:
+                self._check(plan, outs, call)
             return
         low = plan.lowered
         if low.view is not None:
@@ -413,6 +426,15 @@ class GpuCompiledGraph(CompiledGraph):
             self._launch(kernel, args, ins, outs, temps, px, call)
         for s, v in zip(plan.out_slots, outs):
             vals[s] = v
+        if self.guard:
+            self._check(plan, outs, call)
+
+    def _check(self, plan, outs, call):
+        """mode="guard": NaN/Inf in a float result names its node (downloads the result)."""
+        from backends.numpy import _check_finite
+        for out, v in zip(plan.node.outputs, outs):
+            if np.dtype(out.dtype).kind == "f":
+                _check_finite(plan.node, out, np.asarray(call.host(v)))
 
     def _resolve(self, a, ins, outs, temps, call):
         from engine.lowering.common import ArgView
@@ -544,7 +566,8 @@ class GpuBackend(Backend):
         for plan in plans:
             plan.steps = [(kernels[name], args) for name, args in plan.steps]
         return GpuCompiledGraph(self, fgraph, plans, len(init_values), init_values, input_slots,
-                                output_slots, list(kernels.values()), host_nodes)
+                                output_slots, list(kernels.values()), host_nodes,
+                                guard=options.get("mode") == "guard")
 
 
 class EmulatorBackend(GpuBackend):

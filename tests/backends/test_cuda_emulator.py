@@ -271,15 +271,15 @@ def test_op_table_verify_grad(row, dtype):
 
 
 def test_lazy_updates_stay_on_the_device():
-    """The backend half of keeping updated shared values on the device: with lazy_updates the
-    compiled graph returns DeviceValue objects (downloaded only when read); fed back as the
-    shared values, they are used in place."""
+    """The backend half of keeping updated shared values on the device: the compiled graph
+    returns DeviceValue objects (downloaded only when read); fed back as the shared values,
+    they are used in place (engine.function's half: test_cuda_resident.py)."""
     from backends.cuda.backend import DeviceValue
     W = engine.shared(np.ones(5, "float32"), name="W")
     x = T.vector("x")
     f = engine.function([x], (x * W).sum(), updates={W: W + x}, backend=EMU)
     g = f.compiled
-    g.lazy_updates = True
+    assert g.keeps_device_values
     w, ones = W.get_value(), np.ones(5, "float32")
     for k in range(3):
         total, w = g.run([ones, w])
