@@ -37,7 +37,7 @@ from backends.cuda.device import SMALL, DeviceArray, HostProxy, from_standin, st
 from engine import kernel_ir as ir
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError, KilnShapeError, describe_node
-from engine.gpu_transforms import GpuTarget, gpu_schedule
+from engine.gpu import GpuTarget, gpu_schedule
 from engine.graph import Constant, toposort
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
 

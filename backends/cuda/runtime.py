@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import as_strided
 from backends.cuda.backend import GpuExecutor
 from engine import kernel_ir as ir
 from engine.errors import KilnError
-from engine.gpu_transforms import GpuTarget
+from engine.gpu import GpuTarget
 
 _STRUCT = {"bool": "B", "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i",
            "uint32": "I", "int64": "q", "uint64": "Q", "float32": "f", "float64": "d"}
