@@ -1,4 +1,4 @@
-"""The CUDA backends: kernel IR bound to GPU blocks and threads (engine/gpu_transforms.py),
+"""The CUDA backends: kernel IR bound to GPU blocks and threads (engine/gpu/),
 rendered to CUDA C (render.py), compiled with nvcc (compile.py) and launched with pycuda
 (runtime.py) -- ``backend="cuda"`` --, or run on the CPU by the emulator (emulator.py) --
 ``backend="cuda-emulator"``. backend.py holds what both share. ``register()`` adds both to the

@@ -10,7 +10,7 @@ differs (``GpuExecutor``: alloc / upload / download / prepare / launch).
    (MatMul, Gemm: shared-memory tiled GEMM), else by the common lowering (engine/lower.py);
    nodes without any lowering run through the numpy oracle on the host (``host_nodes``;
    ``KILN_CUDA_STRICT=1`` raises instead);
-2. every kernel through ``engine.gpu_transforms.gpu_schedule`` (bind to blocks and threads,
+2. every kernel through ``engine.gpu.gpu_schedule`` (bind to blocks and threads,
    block reductions, shared memory; a kernel may become several launches);
 3. the executor prepares all launches at once (CUDA: one translation unit, nvcc, cached).
 
@@ -185,7 +185,7 @@ class SharedMirrors:
 
 class GpuCompiledKernel:
     """One generated kernel of a compiled function: ``name``, ``nodes``, ``launches``
-    (engine.gpu_transforms.GpuLaunch), ``source(level)``: "lowered" (the IR the lowering
+    (engine.gpu.GpuLaunch), ``source(level)``: "lowered" (the IR the lowering
     made), "ir" (the GPU-scheduled listing), "loops" (its C-like loop nest), "cuda", "ptx"."""
 
     def __init__(self, name, gpu, nodes, executor):

@@ -8,7 +8,7 @@ parameters:
 
 * forward ``(x, w[, bias], out)``: a loop nest over (n, f, a, b) whose body sums
   ``x[n, g*Cg + r, a*sh + u*dh, b*sw + v*dw] * w[f, r, u', v']`` over (r, u, v): the binder
-  (engine/gpu_transforms.py) gives one thread per output, b fastest (coalesced stores and
+  (engine/gpu/) gives one thread per output, b fastest (coalesced stores and
   neighbouring loads), taps unrolled when the kernel size is static;
 * input gradient ``(gy, w, gx)``: the same over the zero-inserted, padded gradient with the
   transposed, flipped filters (a gather: no atomics);

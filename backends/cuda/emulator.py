@@ -1,4 +1,4 @@
-"""The CUDA emulator: GPU-scheduled kernel IR (engine/gpu_transforms.py) run on the CPU with numpy.
+"""The CUDA emulator: GPU-scheduled kernel IR (engine/gpu/) run on the CPU with numpy.
 
     prog = EmulatedKernel(launch)                         # a GpuLaunch: kernel, block, grid
     prog.run(args, grid=(g, 1, 1))                        # args: one per kernel parameter
@@ -8,7 +8,7 @@ Execution model (the CUDA one, made checkable)
 All threads of a batch of blocks run in lockstep: every value is a numpy scalar (the same in
 every thread) or a vector with one lane per thread; control flow that differs between threads
 runs under a lane mask (``If`` runs both branches under complementary masks, a loop runs
-until no active lane continues). Loop kinds follow gpu_transforms: ``block_*`` loops are
+until no active lane continues). Loop kinds follow engine/gpu: ``block_*`` loops are
 grid-stride, ``thread_*`` loops block-stride. The grid is run in batches of whole blocks
 (``LANES`` threads at most per batch): the grid loop over blocks.
 

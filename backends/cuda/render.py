@@ -18,7 +18,7 @@ Parameters in kernel order, each expanded to plain kernel arguments:
 
 ``abi_layout(kernel)`` lists the C arguments (name, C type, what fills it) in order; the runtime
 packs from it. Launch shape: ``GpuLaunch.block`` threads (``blockDim``) and a grid computed
-on the host from ``GpuLaunch.grid`` (engine/gpu_transforms.py).
+on the host from ``GpuLaunch.grid`` (engine/gpu/).
 
 Semantics are kernel_ir's: integer division/modulo by helpers (0 for a zero divisor, Python
 floor semantics for ``floordiv``/``mod``), int8/16/32 arithmetic wraps (through unsigned
@@ -176,12 +176,12 @@ class KernelRenderer:
 
     def s_store(self, s):
         if s.value.lanes != 1:
-            self.fail(s, "vector values are not rendered (run gpu_transforms.scalarize)")
+            self.fail(s, "vector values are not rendered (run engine.gpu.scalarize)")
         self.emit(f"{self.access(s.buf, s.index)} = {M.strip(self.expr(s.value))};")
 
     def s_declare(self, s):
         if s.var.lanes != 1:
-            self.fail(s, "vector locals are not rendered (run gpu_transforms.scalarize)")
+            self.fail(s, "vector locals are not rendered (run engine.gpu.scalarize)")
         self.emit(f"{M.CTYPE[s.var.dtype]} {cname(s.var.name)} = {M.strip(self.expr(s.init))};")
 
     def s_assign(self, s):
@@ -231,7 +231,7 @@ class KernelRenderer:
         if fn is None:
             self.fail(e, f"no emitter for {type(e).__name__}")
         if getattr(e, "lanes", 1) != 1:
-            self.fail(e, "vector values are not rendered (run gpu_transforms.scalarize)")
+            self.fail(e, "vector values are not rendered (run engine.gpu.scalarize)")
         return fn(self, e)
 
     def e_const(self, e):
@@ -273,7 +273,7 @@ class KernelRenderer:
             type(e).__name__].join(("(long long)", "." + e.axis))
 
     def e_vector(self, e):
-        self.fail(e, "vector values are not rendered (run gpu_transforms.scalarize)")
+        self.fail(e, "vector values are not rendered (run engine.gpu.scalarize)")
 
 
 EXPR_EMITTERS = {
