@@ -7,8 +7,9 @@ name -> method), never in if-chains. Semantics follow engine/kernel_ir.py and nu
 * integer ``div``/``floordiv``/``mod`` never trap: a zero divisor gives 0, MIN // -1 wraps;
 * float ``floordiv``/``mod`` are numpy's ``npy_divmod``; ``min``/``max`` propagate NaN
   (``llvm.minimum``/``llvm.maximum``); shifts by >= the bit width give 0 / the sign fill;
-* math uses LLVM intrinsics (``llvm.exp.v16f32``...; declared by hand, vector forms too);
-  ``expm1``/``log1p`` call libm (per lane for vectors); ``tanh(x) = sign(x) * -t / (2 + t)``
+* float32 ``exp``/``expm1``/``log``/``log1p`` are vectorized polynomials (vecmath.py, within
+  2 ulp); other math uses LLVM intrinsics (``llvm.sin.v16f32``...; declared by hand) and
+  float64 ``expm1``/``log1p`` call libm (per lane for vectors). ``tanh(x) = sign(x) * -t / (2 + t)``
   with ``t = expm1(-2|x|)`` and ``sigmoid`` = ``1/(1+e)`` or ``e/(1+e)``, ``e = exp(-|x|)``,
   are stable for all x. No fast-math flags anywhere: results are IEEE, integer ops exact.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import llvmlite.ir as ll
 import numpy as np
 
+from backends.llvm.vecmath import VecMath
 from engine import kernel_ir as kir
 
 I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
@@ -263,17 +265,20 @@ class Ops:
     def simple_intrinsic(self, a, dt, op):
         return self.intrinsic(op, a)
 
-    def call_libm(self, a, dt, op):
-        return self.libm(op, a, dt)
+    def transcendental(self, a, dt, op):
+        """exp / expm1 / log / log1p: vector polynomials in float32, libm or intrinsics else."""
+        if dt == "float32":
+            return getattr(VecMath(self), op)(a)
+        return self.libm(op, a, dt) if op in ("expm1", "log1p") else self.intrinsic(op, a)
 
     def tanh(self, a, dt, op):
         ax = self.intrinsic("fabs", a)
-        t = self.libm("expm1", self.b.fmul(ax, self.like(a, dt, -2.0)), dt)
+        t = self.transcendental(self.b.fmul(ax, self.like(a, dt, -2.0)), dt, "expm1")
         r = self.b.fdiv(self.b.fneg(t), self.b.fadd(t, self.like(a, dt, 2.0)))
         return self.intrinsic("copysign", r, a)
 
     def sigmoid(self, a, dt, op):
-        e = self.intrinsic("exp", self.b.fneg(self.intrinsic("fabs", a)))
+        e = self.transcendental(self.b.fneg(self.intrinsic("fabs", a)), dt, "exp")
         s = self.b.fdiv(self.like(a, dt, 1.0), self.b.fadd(self.like(a, dt, 1.0), e))
         pos = self.b.fcmp_ordered(">=", a, self.like(a, dt, 0.0))
         return self.select(pos, s, self.b.fmul(e, s))
@@ -332,9 +337,8 @@ class Ops:
 
 BINARY = {op: op for op in kir.ARITH_OPS + kir.COMPARE_OPS + ("shl", "shr")}
 BINARY.update({"and": "and_", "or": "or_", "xor": "xor"})
-UNARY = {"neg": "neg", "abs": "abs", "not": "not_", "tanh": "tanh", "sigmoid": "sigmoid",
-         "expm1": "call_libm", "log1p": "call_libm"}
+UNARY = {"neg": "neg", "abs": "abs", "not": "not_", "tanh": "tanh", "sigmoid": "sigmoid"}
+UNARY.update({op: "transcendental" for op in ("exp", "expm1", "log", "log1p")})
 UNARY.update({op: "simple_intrinsic" for op in
-              ("exp", "exp2", "log", "log2", "sqrt", "floor", "ceil", "trunc", "rint",
-               "sin", "cos")})
+              ("exp2", "log2", "sqrt", "floor", "ceil", "trunc", "rint", "sin", "cos")})
 assert set(BINARY) == set(kir.BINARY_OPS) and set(UNARY) == set(kir.UNARY_OPS)

@@ -131,7 +131,7 @@ def renderer_hash():
     if "renderer_hash" not in _STATE:
         h = hashlib.sha256()
         here = os.path.dirname(os.path.abspath(render.__file__))
-        for name in ("render.py", "mathops.py"):
+        for name in ("render.py", "mathops.py", "vecmath.py"):
             with open(os.path.join(here, name), "rb") as f:
                 h.update(f.read())
         _STATE["renderer_hash"] = h.hexdigest()
