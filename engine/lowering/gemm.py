@@ -71,6 +71,7 @@ from engine.kernel_ir import (
     Var,
 )
 from engine.lower import HostScalar, In, Lowered, LoweringError, Out, Step
+from engine.lowering.common import ArgView
 
 #: activations the tile store can apply, in order (the Gemm op's EPILOGUE_OPS)
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "softplus", "exp", "neg", "abs", "sqr")
@@ -173,14 +174,12 @@ def epilogue_ops(epilogue):
     return tuple(o for o in ops if o != "identity")
 
 
-def kernel_name(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), trans_a=False,
-                trans_b=False):
-    parts = ["gemm", "f32" if cfg.dtype == "float32" else "f64", "TN"[not trans_a] + "TN"[not trans_b],
-             cfg.tag]
+def kernel_name(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0)):
+    """``gemm_f32_8x48_k384_m96_n336[_b011][_bias][_tanh]``: one kernel per (dtype, tiles, batch
+    ranks, bias, epilogue), shared by every shape, transpose and c of those."""
+    parts = ["gemm", "f32" if cfg.dtype == "float32" else "f64", cfg.tag]
     if any(batch):
         parts.append("b{}{}{}".format(*batch))
-    if c_ndim is not None:
-        parts.append(f"c{c_ndim}d")
     if has_bias:
         parts.append("bias")
     return "_".join(parts + list(epilogue))
@@ -190,16 +189,18 @@ def _cdiv(x, y):
     return (x + (y - 1)) // y
 
 
-def gemm_kernel(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), trans_a=False,
-                trans_b=False, name=None):
-    """The kernel ``(a, b, [c], [bias], out, alpha, beta, nthreads)``.
+def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
+    """The kernel ``(a, b, [c], [bias], out, alpha, beta, [use_c], nthreads)``.
 
-    ``a``: op(a) is (..., M, K); ``b``: op(b) is (..., K, N), op = swap the last two axes when
-    ``trans_a`` / ``trans_b``; ``out``: (..., M, N), its shape sets M, N and the batch;
-    ``batch`` = (batch dims of a, of b, of out) (a's and b's align with out's last ones; size-1
-    dims broadcast). ``c``: a ``c_ndim``-d (<= 2) array broadcast to (M, N), scaled by beta
-    (2-d outputs only); ``bias``: (N,), added as is; ``alpha``/``beta``: scalars of the
-    dtype; ``nthreads``: int64, the threads to split the work for (<= 1: one).
+    ``a``: (..., M, K); ``b``: (..., K, N); ``out``: (..., M, N), its shape sets M, N and the
+    batch. A transposed operand is a transposed view (strides), never a flag of the kernel:
+    whole B rows are copied with vector loads when b's last stride is 1, else gathered;
+    A is read in place by scalar broadcasts at any strides. ``batch`` = (batch dims of a, of
+    b, of out) (a's and b's align with out's last ones; size-1 dims broadcast). 2-d kernels
+    take ``c``: (M, N) (any strides: a broadcast view of a smaller c), read only when the
+    bool ``use_c`` (so c may be anything, e.g. out itself, when there is none), scaled by
+    beta; ``bias``: (N,), added as is; ``alpha``/``beta``: scalars of the dtype;
+    ``nthreads``: int64, the threads to split the work for (<= 1: one).
     """
     epilogue = epilogue_ops(epilogue)
     dt, L, MR, NV, KC, MC, NC, NR = (cfg.dtype, cfg.lanes, cfg.mr, cfg.nv, cfg.kc, cfg.mc,
@@ -207,119 +208,108 @@ def gemm_kernel(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), 
     if MC % MR or NC % NR:
         raise LoweringError(f"gemm: MC {MC} / NC {NC} must be multiples of MR {MR} / NR {NR}")
     ba, bb, bo = batch
-    if ba > bo or bb > bo or (bo and (c_ndim is not None or has_bias)):
+    if ba > bo or bb > bo or (bo and has_bias):
         raise LoweringError(f"gemm: bad batch dims {batch} (c and bias need a 2-d output)")
     a, b = BufferParam("a", dt, ba + 2), BufferParam("b", dt, bb + 2)
     out = BufferParam("out", dt, bo + 2)
-    c = BufferParam("c", dt, c_ndim) if c_ndim is not None else None
+    c = BufferParam("c", dt, 2) if not bo else None
     bias = BufferParam("bias", dt, 1) if has_bias else None
     alpha, beta = ScalarParam("alpha", dt), ScalarParam("beta", dt)
+    use_c = ScalarParam("use_c", "bool")
     nthreads = ScalarParam("nthreads", "int64")
     params = (a, b) + ((c,) if c is not None else ()) + ((bias,) if bias is not None else ()) + (
-        out, alpha, beta, nthreads)
+        out, alpha, beta) + ((use_c,) if c is not None else ()) + (nthreads,)
 
     V = Var
     zero, mn, mx, sel = Const(0, dt), ir.minimum, ir.maximum, ir.select
     (M, N, K, P, Pin, mpan, npan, pm, pn, mstep, nstep, mu, nu, nb, units, u, uu, bt, rest,
      m0, m1, n0, n1, nbn, ncb, nbk, kcb, nbm, mcb, jb, kb, ib, jc, pc, ic, nc, kc, mc,
-     jp, ip, i, j, mr, nr, i0, j0, nfull, k, r, cc, v) = (V(n) for n in (
+     jp, ip, i, mr, nr, i0, j0, nfull, k, r, cc, v) = (V(n) for n in (
         "M N K P Pin mpan npan pm pn mstep nstep mu nu nb units u uu bt rest "
         "m0 m1 n0 n1 nbn ncb nbk kcb nbm mcb jb kb ib jc pc ic nc kc mc "
-        "jp ip i j mr nr i0 j0 nfull k r cc v").split())
+        "jp ip i mr nr i0 j0 nfull k r cc v").split())
     first, last = V("first", "bool"), V("last", "bool")
     bidx = [V(f"bi{d}") for d in range(bo)]   # the batch index, one var per out batch dim
     a_bi, b_bi = tuple(bidx[bo - ba:]), tuple(bidx[bo - bb:])
 
-    def A(i_, k_):  # op(a)[batch, i_, k_]
-        return a[a_bi + ((k_, i_) if trans_a else (i_, k_))]
-
-    def B(k_, j_):  # op(b)[batch, k_, j_]
-        return b[b_bi + ((j_, k_) if trans_b else (k_, j_))]
-
     rows = [V(f"row{q}") for q in range(MR)]
-    full, b_direct = V("full", "bool"), V("b_direct", "bool")
+    b_unit, b_direct = V("b_unit", "bool"), V("b_direct", "bool")
     Ap = LocalBuffer("Ap", dt, (MC // MR, KC, MR))
     Bp = LocalBuffer("Bp", dt, (NC // NR, KC, NR))
     Ct = LocalBuffer("Ct", dt, (MR, NR))
 
-    # -- pack op(b)[pc:pc+kc, jc:jc+nc] into Bp: NR-wide k-major micro-panels, zero padded;
-    #    whole panels row by row (B streams through memory in order), then the edge panel
+    # -- pack b[pc:pc+kc, jc:jc+nc] into Bp: NR-wide k-major micro-panels, zero padded. Whole
+    #    panels: row by row with vector loads when b's rows are contiguous (B streams through
+    #    memory in order; skipped when the micro-kernel reads them in place), else column by
+    #    column (a transposed b: each column is contiguous); then the edge panel
     nfp = V("nfp")
     pack_b = [
         Declare(nfp, nc // NR),
-        Loop(jp, 0, nfp, Loop(k, 0, kc, Loop(cc, 0, NR, Bp.store(
-            (jp, k, cc), B(pc + k, jc + jp * NR + cc))))) if trans_b else
-        If(ir.logical_not(b_direct), Loop(k, 0, kc, Loop(jp, 0, nfp, [
-            Bp.store((jp, k, q * L), b.load(b_bi + (pc + k, jc + jp * NR + q * L), L))
-            for q in range(NV)]))),
+        If(b_unit,
+           If(ir.logical_not(b_direct), Loop(k, 0, kc, Loop(jp, 0, nfp, [
+               Bp.store((jp, k, q * L), b.load(b_bi + (pc + k, jc + jp * NR + q * L), L))
+               for q in range(NV)]))),
+           Loop(cc, 0, nfp * NR, Loop(k, 0, kc, Bp.store(   # (one flat loop: a constant-trip
+               (cc // NR, k, cc % NR), b[b_bi + (pc + k, jc + cc)])))),   # one is unrolled)
         If(nc > nfp * NR, [   # the edge panel: zeros, then its nr columns
-            Declare(j, jc + nfp * NR),
-            Declare(nr, jc + nc - j),
+            Declare(i, jc + nfp * NR),
+            Declare(nr, jc + nc - i),
             Loop(k, 0, kc, [*(Bp.store((nfp, k, q * L), Broadcast(zero, L)) for q in range(NV)),
-                            Loop(cc, 0, nr, Bp.store((nfp, k, cc), B(pc + k, j + cc)))]),
+                            Loop(cc, 0, nr, Bp.store((nfp, k, cc), b[b_bi + (pc + k, i + cc)]))]),
         ]),
     ]
-    # -- pack op(a)[ic:ic+mc, pc:pc+kc] into Ap: MR-tall k-major micro-panels, zero padded
+    # -- pack a[ic:ic+mc, pc:pc+kc] into Ap (cfg.pack_a): MR-tall k-major micro-panels, zero
+    #    padded (edge rows read a clamped, valid row)
     pack_a = Loop(ip, 0, _cdiv(mc, MR), [
         Declare(i, ic + ip * MR),
-        Declare(mr, mn(Const(MR), ic + mc - i)),
-        If(ir.eq(mr, MR),
-           Loop(k, 0, kc, Ap.store((ip, k, 0), a.load(a_bi + (pc + k, i), MR))) if trans_a else
-           Loop(k, 0, kc, [Ap.store((ip, k, q), a[a_bi + (i + q, pc + k)]) for q in range(MR)]),
-           Loop(k, 0, kc, Loop(r, 0, MR, If(r < mr, Ap.store((ip, k, r), A(i + r, pc + k)),
-                                            Ap.store((ip, k, r), zero))))),
+        Loop(k, 0, kc, [Ap.store((ip, k, q), sel(i + q < ic + mc, a[a_bi + (mn(i + q, M - 1), pc + k)],
+                                                  zero)) for q in range(MR)]),
     ])
 
-    # -- micro-kernels: mr_ x nv_ vector accumulators over kc, one per edge size class
-    def micro(mr_, nv_, b_in_place=False):
-        """The micro-kernel; its tile goes to Ct. ``b_in_place``: B vectors come from op(b)
-        itself, not Bp (the k loop is a "vectorize" loop: the renderer versions it on b's unit
-        last stride)."""
-        tag_ = f"{mr_}x{nv_}" + ("b" if b_in_place else "")
-        acc = [[V(f"acc{tag_}_{q}_{w}", dt, L) for w in range(nv_)] for q in range(mr_)]
-        body = [Declare(acc[q][w], Broadcast(zero, L)) for q in range(mr_) for w in range(nv_)]
+    # -- micro-kernels: MR x nv_ vector accumulators over kc, one per edge width
+    def micro(nv_, b_in_place=False):
+        """The micro-kernel; its tile goes to Ct. ``b_in_place``: B vectors come from b itself,
+        not Bp (the k loop is a "vectorize" loop: the renderer versions it on b's unit last
+        stride, which b_direct guarantees)."""
+        tag_ = f"{nv_}" + ("b" if b_in_place else "")
+        acc = [[V(f"acc{tag_}_{q}_{w}", dt, L) for w in range(nv_)] for q in range(MR)]
+        body = [Declare(acc[q][w], Broadcast(zero, L)) for q in range(MR) for w in range(nv_)]
         step = []
-        for q in range(mr_):
-            aq = Broadcast(Ap[ip, k, q] if cfg.pack_a else A(rows[q], pc + k), L)
+        for q in range(MR):
+            aq = Broadcast(Ap[ip, k, q] if cfg.pack_a else a[a_bi + (rows[q], pc + k)], L)
             step += [Assign(acc[q][w], FMA(aq, b.load(b_bi + (pc + k, j0 + w * L), L) if b_in_place
                                            else Bp.load((jp, k, w * L), L), acc[q][w]))
                      for w in range(nv_)]
         body.append(Loop(k, 0, kc, step, kind="vectorize" if b_in_place else "serial"))
-        return body + [Ct.store((q, w * L), acc[q][w]) for q in range(mr_) for w in range(nv_)]
+        return body + [Ct.store((q, w * L), acc[q][w]) for q in range(MR) for w in range(nv_)]
 
-    def by_width(mr_):
-        stmt = micro(mr_, 1)
-        for nv_ in range(2, NV + 1):
-            stmt = If(nr > (nv_ - 1) * L, micro(mr_, nv_), stmt)
-        return stmt
-
-    row_classes = [MR] + ([MR // 2] if MR >= 4 and MR % 2 == 0 else [])
-    dispatch = by_width(row_classes[-1])
-    for mr_ in row_classes[-2::-1]:
-        dispatch = If(mr > mr_ // 2, by_width(mr_), dispatch)
+    # the narrowest micro-kernel covering the tile's nr columns (edge rows are computed on a
+    # clamped row and never stored: an edge tile of few rows costs a full one)
+    compute = micro(1)
+    for nv_ in range(2, NV + 1):
+        compute = If(nr > (nv_ - 1) * L, micro(nv_), compute)
+    compute = If(b_direct & ir.eq(nr, NR), micro(NV, b_in_place=True), compute)
 
     def _acts(x):
         for op in epilogue:
             x = _act(op, x)
         return x
 
-    # -- write-back of one value (lanes wide) of the tile to out[row, col]
+    # -- write-back of one value (lanes wide) of the tile to out[row, col]: alpha * tile, then
+    #    + out (on the first K block only when it holds beta * c), + bias on the first K
+    #    block, the activation on the last
     def wb(lanes, row, col, tile_val):
         val = V("val" if lanes > 1 else "sval", dt, lanes)
         o_idx = tuple(bidx) + (row, col)
 
         def ld(buf, idx):
             return buf.load(idx, lanes) if lanes > 1 else buf[idx]
-        add = None
-        if c is not None:
-            add = beta * (c[()] if c_ndim == 0 else ld(c, ((col,), (row, col))[c_ndim - 1]))
+        add_out = Assign(val, val + ld(out, o_idx))
+        body = [Declare(val, alpha * tile_val),
+                If(ir.logical_not(first) | use_c if c is not None else ir.logical_not(first),
+                   add_out)]
         if bias is not None:
-            add = ld(bias, (col,)) if add is None else add + ld(bias, (col,))
-        body = [Declare(val, alpha * tile_val)]
-        if add is not None:
-            body.append(If(first, Assign(val, val + add), Assign(val, val + ld(out, o_idx))))
-        else:
-            body.append(If(ir.logical_not(first), Assign(val, val + ld(out, o_idx))))
+            body.append(If(first, Assign(val, val + ld(bias, (col,)))))
         if epilogue:
             body.append(If(last, Assign(val, _acts(val))))
         return body + [out.store(o_idx, val)]
@@ -329,18 +319,15 @@ def gemm_kernel(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), 
         Declare(mr, mn(Const(MR), ic + mc - i0)), Declare(nr, mn(Const(NR), jc + nc - j0)),
         # the rows the micro-kernels read (edge tiles: clamped to a valid row, never stored)
         *([] if cfg.pack_a else [Declare(rows[q], mn(i0 + q, M - 1)) for q in range(MR)]),
-        Declare(full, ir.eq(mr, MR) & ir.eq(nr, NR)),
-        If(full, micro(MR, NV), dispatch),
-        If(full,   # constant-trip write-back loops; an edge tile masks rows and columns
-           Loop(r, i0, i0 + MR, Loop(v, 0, NV, wb(L, r, j0 + v * L, Ct.load((r - i0, v * L), L)))),
-           [Declare(nfull, (nr // L) * L),
+        compute,
+        If(ir.eq(mr, MR) & ir.eq(nr, NR),   # a full tile: constant-trip loops of vectors
+           Loop(r, 0, MR, Loop(v, 0, NV, wb(L, i0 + r, j0 + v * L, Ct.load((r, v * L), L)))),
+           [Declare(nfull, (nr // L) * L),   # an edge tile: whole vectors, then scalar columns
             Loop(r, i0, i0 + mr, [
                 Loop(cc, 0, nfull // L, wb(L, r, j0 + cc * L, Ct.load((r - i0, cc * L), L))),
                 Loop(v, nfull, nr, wb(1, r, j0 + v, Ct[r - i0, v])),
             ])]),
     ]
-    if not trans_b:   # few rows: whole B panels are read in place (packing would cost more)
-        tile[-2] = If(b_direct & ir.eq(nr, NR), micro(MR, NV, b_in_place=True), tile[-2])
     loops = [(jp, _cdiv(nc, NR)), (ip, _cdiv(mc, MR))]
     (o_var, o_stop), (i_var, i_stop) = loops if cfg.order == "jp_ip" else loops[::-1]
     tiles = Loop(o_var, 0, o_stop, Loop(i_var, 0, i_stop, tile))
@@ -354,7 +341,7 @@ def gemm_kernel(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), 
         Declare(n0, (uu // mu) * nstep), Declare(n1, mn(N, n0 + nstep)),
         Declare(nbn, _cdiv(n1 - n0, NC)), Declare(ncb, NR * _cdiv(_cdiv(n1 - n0, NR), nbn)),
         Declare(nbm, _cdiv(m1 - m0, MC)), Declare(mcb, MR * _cdiv(_cdiv(m1 - m0, MR), nbm)),
-        *([] if trans_b else [Declare(b_direct, m1 - m0 <= DIRECT_B_ROWS)]),
+        Declare(b_direct, b_unit & (m1 - m0 <= DIRECT_B_ROWS)),
         *([Alloc(Ap)] if cfg.pack_a else []), Alloc(Bp), Alloc(Ct),
         Loop(jb, 0, nbn, [
             Declare(jc, n0 + jb * ncb), Declare(nc, mn(ncb, n1 - jc)),
@@ -374,9 +361,9 @@ def gemm_kernel(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), 
     for d in range(bo):
         nbatch = nbatch * out.dim(d)
     body = [
-        Declare(M, out.dim(bo)), Declare(N, out.dim(bo + 1)),
-        Declare(K, a.dim(ba) if trans_a else a.dim(ba + 1)),
+        Declare(M, out.dim(bo)), Declare(N, out.dim(bo + 1)), Declare(K, a.dim(ba + 1)),
         Declare(nb, nbatch),
+        Declare(b_unit, ir.eq(b.stride(bb + 1), 1)),
         Declare(nbk, mx(_cdiv(K, KC), 1)), Declare(kcb, _cdiv(K, nbk)),
         Declare(mpan, _cdiv(M, MR)), Declare(npan, _cdiv(N, L)),
         Declare(P, sel(nb * M * N * K < SERIAL_WORK, Const(1), mx(nthreads, 1))),
@@ -389,8 +376,29 @@ def gemm_kernel(cfg, epilogue=(), c_ndim=None, has_bias=False, batch=(0, 0, 0), 
         Declare(units, mu * nu),
         Loop(u, 0, nb * units, unit, kind="parallel"),
     ]
-    return Kernel(name or kernel_name(cfg, epilogue, c_ndim, has_bias, batch, trans_a, trans_b),
-                  params, body)
+    kernel = _frozen(Kernel(name or kernel_name(cfg, epilogue, has_bias, batch), params, body))
+    if c is None:
+        return kernel
+    # out = beta * c first (in place when out is c: each element reads its own c): the first K
+    # block then adds out, so the hot write-back has one load path (a second one, of c, costs
+    # ~5% at every size); the sums and their rounding are those of alpha*tile + beta*c
+    pr, pq = V("pr"), V("pq")
+    prepass = If(use_c, Loop(pr, 0, out.dim(0), Loop(pq, 0, out.dim(1), out.store(
+        (pr, pq), beta * c[pr, pq])), kind="parallel"))
+    return kernel.with_body((prepass,) + tuple(kernel.body))
+
+
+def _frozen(kernel):
+    """Serial loops of run-time bounds become ``unroll`` loops (rendered as plain loops), so
+    the CPU scheduler leaves them alone: the kernel is scheduled by hand, and re-vectorizing
+    its scalar edge loops would only add code. (Constant-bound loops stay serial: the
+    renderer would unroll them.)"""
+    def fn(n):
+        if isinstance(n, ir.Loop) and n.kind == "serial" and not (
+                isinstance(n.start, Const) and isinstance(n.stop, Const)):
+            return ir.Loop(n.var, n.start, n.stop, n.body, "unroll", n.step)
+        return n
+    return kernel.with_body(ir.map_nodes(kernel.body, fn))
 
 
 # ----------------------------------------------------------------------------- lowering
@@ -412,20 +420,27 @@ def _swap(shape, t):
     return shape[:-2] + (shape[-1], shape[-2]) if t else shape
 
 
+def _transposed(array, inputs=None):
+    """op(x) of a transposed operand: a view with its last two axes swapped (strides only)."""
+    return array.swapaxes(-1, -2)
+
+
 def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, beta=None,
                trans_a=False, trans_b=False, batch=(0, 0, 0), cfg=None):
     """``Lowered`` for ``act(alpha * op(a) @ op(b) [+ beta * c] [+ bias])``: the node's inputs
     are ``(a, b[, c][, bias])``, its one output ``out``. ``beta`` defaults to 1 with a c.
-    Batched products (``batch`` = batch ndims of a, b, out) broadcast the batch dims."""
+    Batched products (``batch`` = batch ndims of a, b, out) broadcast the batch dims.
+
+    The kernel depends only on (dtype, tiles, batch ranks, bias, epilogue): transposes are
+    views bound at launch (``ArgView``), c is bound as a broadcast (M, N) view (or, absent,
+    out itself, never read: ``use_c`` is false), alpha and beta are run-time scalars."""
     cfg = cfg or choose_config(dtype)
     epilogue = epilogue_ops(epilogue)
-    k = gemm_kernel(cfg, epilogue, c_ndim, has_bias, batch, trans_a, trans_b)
+    if batch[2] and c_ndim is not None:
+        raise LoweringError(f"gemm: c needs a 2-d output, got batch dims {batch}")
+    k = gemm_kernel(cfg, epilogue, has_bias, batch)
     beta = (1.0 if c_ndim is not None else 0.0) if beta is None else beta
-    nin = 2 + (c_ndim is not None) + bool(has_bias)
     np_dt = np.dtype(cfg.dtype).type
-    args = tuple(In(n) for n in range(nin)) + (
-        Out(0), HostScalar(_constant(np_dt(alpha)), cfg.dtype),
-        HostScalar(_constant(np_dt(beta)), cfg.dtype), HostScalar(num_threads, "int64"))
 
     def output_shapes(ins):
         sa, sb = _swap(tuple(ins[0].shape), trans_a), _swap(tuple(ins[1].shape), trans_b)
@@ -433,7 +448,22 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
             raise LoweringError(f"gemm: inner dimensions differ: {sa} @ {sb}")
         bshape = np.broadcast_shapes(sa[:-2], sb[:-2])
         return [tuple(bshape) + (sa[-2], sb[-1])]
-    return Lowered(kernels=[k], steps=[Step(k.name, args)], output_shapes=output_shapes)
+
+    def c_view(c, ins):
+        return np.broadcast_to(c, output_shapes(ins)[0])
+
+    args = [ArgView(In(0), _transposed) if trans_a else In(0),
+            ArgView(In(1), _transposed) if trans_b else In(1)]
+    if not batch[2]:
+        args.append(ArgView(In(2), c_view) if c_ndim is not None else Out(0))
+    if has_bias:
+        args.append(In(2 + (c_ndim is not None)))
+    args += [Out(0), HostScalar(_constant(np_dt(alpha)), cfg.dtype),
+             HostScalar(_constant(np_dt(beta)), cfg.dtype)]
+    if not batch[2]:
+        args.append(HostScalar(_constant(c_ndim is not None), "bool"))
+    args.append(HostScalar(num_threads, "int64"))
+    return Lowered(kernels=[k], steps=[Step(k.name, tuple(args))], output_shapes=output_shapes)
 
 
 def gemm_lowered_for_matmul(node):

@@ -9,6 +9,7 @@ pytest.importorskip("llvmlite")
 from backends.llvm import runtime as rt  # noqa: E402
 from engine.lower import HostScalar, In, Out, Tmp  # noqa: E402
 from engine.lowering import gemm  # noqa: E402
+from engine.lowering.common import ArgView  # noqa: E402
 
 rng = np.random.default_rng(0)
 TOL = {"float32": 2e-5, "float64": 1e-12}
@@ -39,8 +40,18 @@ def run_lowered(lowered, inputs, opt=0):
                 args.append(temps[a.index])
             elif isinstance(a, HostScalar):
                 args.append(a.fn(inputs))
+                continue
+            if isinstance(a, ArgView):
+                base = a.arg
+                arr = (inputs if isinstance(base, In) else outs if isinstance(base, Out) else temps)[base.index]
+                args.append(a.fn(arr, inputs))
         compiled(kernels[step.kernel], opt)(*args)
     return outs
+
+
+def mm(kern, a, b, out, alpha=1.0, nt=2):
+    """out = alpha * a @ b with a 2-d kernel (c unused: out itself is bound, never read)."""
+    kern(a, b, out, out, alpha, 0.0, False, nt)
 
 
 def check(got, want, dtype):
@@ -64,9 +75,7 @@ SHAPES = [(1, 1, 1), (17, 33, 5), (20, 784, 500), (500, 800, 10), (3, 0, 4), (0,
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_shapes_threads_and_transposes(dtype):
-    kerns = {(ta, tb): compiled(gemm.gemm_kernel(SMALL[dtype], trans_a=ta, trans_b=tb))
-             for ta in (False, True) for tb in (False, True)}
-    f = kerns[False, False]
+    f = compiled(gemm.gemm_kernel(SMALL[dtype]))
     f_default = compiled(gemm.gemm_kernel(gemm.choose_config(dtype)))
     f_packed = compiled(gemm.gemm_kernel(gemm.choose_config(dtype, pack_a=True, kc=32, mc=16)))
     for (m, k, n) in SHAPES:
@@ -75,30 +84,34 @@ def test_shapes_threads_and_transposes(dtype):
         for kern in (f, f_default, f_packed):
             for nt in (1, 2, 3):
                 out = np.full((m, n), np.nan, dtype)
-                kern(a, b, out, 1.0, 0.0, nt)
+                mm(kern, a, b, out, nt=nt)
                 check(out, want, dtype)
-        # transposes by flag (contiguous a.T / b.T given) and by strides (views)
-        for (ta, tb), kern in kerns.items():
-            out = np.full((m, n), np.nan, dtype)
-            kern(np.ascontiguousarray(a.T) if ta else a, np.ascontiguousarray(b.T) if tb else b,
-                 out, -0.5, 0.0, 2)
-            check(out, -0.5 * want, dtype)
-        aT, bT = np.asfortranarray(a), np.asfortranarray(b)    # column-major: strides only
+        # transposed operands are views of the transposes: one kernel serves NN, NT, TN, TT
+        aT, bT = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+        for ta in (False, True):
+            for tb in (False, True):
+                for kern in (f, f_packed):
+                    out = np.full((m, n), np.nan, dtype)
+                    mm(kern, aT.T if ta else a, bT.T if tb else b, out, alpha=-0.5)
+                    check(out, -0.5 * want, dtype)
         out = np.full((n, m), np.nan, dtype).T                   # a transposed output view
-        f(aT, bT, out, 1.0, 0.0, 2)
+        mm(f, np.asfortranarray(a), np.asfortranarray(b), out)
         check(out, want, dtype)
-        out = np.full((m, n), np.nan, dtype)
-        f_packed(aT, bT, out, 1.0, 0.0, 2)
-        check(out, want, dtype)
+        if n > 1:   # every other column of a wider b: a strided (non-unit) last axis
+            wide = np.repeat(b, 2, axis=1)
+            out = np.full((m, n), np.nan, dtype)
+            mm(f_default, a, wide[:, ::2], out)
+            check(out, want, dtype)
 
 
 def test_big_and_edge_sizes_default_config():
     f = compiled(gemm.gemm_kernel(gemm.choose_config("float32")))
-    for (m, k, n) in [(500, 800, 10), (130, 300, 1100), (1, 600, 700), (700, 3, 1)]:
+    for (m, k, n) in [(500, 800, 10), (130, 300, 1100), (1, 600, 700), (700, 3, 1), (13, 500, 96)]:
         a, b = rand(m, k), rand(k, n)
-        out = np.empty((m, n), "float32")
-        f(a, b, out, 1.0, 0.0, 2)
-        check(out, a.astype("f8") @ b.astype("f8"), "float32")
+        for bv in (b, np.ascontiguousarray(b.T).T):
+            out = np.empty((m, n), "float32")
+            mm(f, a, bv, out)
+            check(out, a.astype("f8") @ b.astype("f8"), "float32")
 
 
 @pytest.mark.parametrize("epilogue", ["identity", "tanh", "sigmoid", "relu",
@@ -115,20 +128,27 @@ def test_epilogues_bias_and_c(epilogue):
             x = acts[o](x)
         return x
     c_shapes = [None, (), (23,), (1, 23), (19, 1), (19, 23)] if epilogue == "relu" else [(19, 1)]
+    f = compiled(gemm.gemm_kernel(SMALL["float32"], ops, has_bias=True))
     for c_shape in c_shapes:
-        cnd = None if c_shape is None else len(c_shape)
-        k = gemm.gemm_kernel(SMALL["float32"], ops, c_ndim=cnd, has_bias=True)
-        f = compiled(k)
         a, b, bias = rand(19, 130) * scale, rand(130, 23) * scale, rand(23)
-        args = [a, b]
-        want = 0.75 * (a.astype("f8") @ b.astype("f8")) + bias
-        if c_shape is not None:
-            cv = rand(*c_shape)
-            args.append(cv)
-            want = want - 2.0 * cv
         out = np.empty((19, 23), "float32")
-        f(*args, bias, out, 0.75, -2.0, 2)
+        want = 0.75 * (a.astype("f8") @ b.astype("f8")) + bias
+        if c_shape is None:
+            f(a, b, out, bias, out, 0.75, -2.0, False, 2)
+        else:
+            cv = rand(*c_shape)
+            want = want - 2.0 * cv
+            f(a, b, np.broadcast_to(cv, (19, 23)), bias, out, 0.75, -2.0, True, 2)
         check(out, act(want), "float32")
+
+
+def test_one_kernel_for_every_transpose_and_c():
+    """The kernel depends on (dtype, tiles, batch ranks, bias, epilogue) only."""
+    names = {gemm.lower_gemm("float32", "tanh", c_ndim=cn, trans_a=ta, trans_b=tb, alpha=al,
+                             beta=be).kernels[0].name
+             for cn in (None, 0, 1, 2) for ta in (False, True) for tb in (False, True)
+             for al, be in ((1.0, None), (-0.1, 0.5))}
+    assert names == {gemm.kernel_name(gemm.choose_config("float32"), ("tanh",))}
 
 
 def test_lower_gemm_in_place_c_and_float64_epilogue():
@@ -141,7 +161,7 @@ def test_lower_gemm_in_place_c_and_float64_epilogue():
     # out aliasing c (the scheduler's in-place Gemm): each element's c is read before written
     k = compiled(low.kernels[0])
     want = np.tanh(2.0 * a @ bt.T + 0.5 * c + bias)
-    k(a, bt, c, bias, c, 2.0, 0.5, 2)
+    k(a, bt.T, c, bias, c, 2.0, 0.5, True, 2)
     check(c, want, "float64")
 
 
@@ -226,7 +246,7 @@ def test_native_pool_concurrent_callers_and_fork():
     def worker():
         out = np.empty((128, 100), "float32")
         for _ in range(50):
-            f(a, b, out, 1.0, 0.0, 2)
+            mm(f, a, b, out)
             if not np.allclose(out, want, atol=1e-3):
                 errors.append("mismatch")
     threads = [threading.Thread(target=worker) for _ in range(2)]
@@ -240,7 +260,7 @@ def test_native_pool_concurrent_callers_and_fork():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its exit code
         out = np.empty((128, 100), "float32")
-        f(a, b, out, 1.0, 0.0, 2)
+        mm(f, a, b, out)
         os._exit(0 if np.allclose(out, want, atol=1e-3) and
                  len(rt.PARALLEL_STATS["last_threads"]) == 2 else 1)
     _, status = os.waitpid(pid, 0)
