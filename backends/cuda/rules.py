@@ -15,5 +15,5 @@ def gpu_lowering(node, target=None):
     if gemm.has_gpu_lowering(node):
         return gemm.gpu_lowering(node, target)
     if conv.has_gpu_conv(node):
-        return conv.gpu_conv_lowering(node)
+        return conv.gpu_conv_lowering(node, target)
     return None

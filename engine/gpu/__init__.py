@@ -2,7 +2,9 @@
 
 One concern a module: target (GpuTarget, GpuLaunch, GpuKernel), exprs (helpers), scalarize,
 dependence (parallel_safe, hoist_common_loops), parts (split_parts), reduce (block-cooperative
-reductions), bind, schedule (gpu_schedule, infer_launch). engine/gpu_transforms.py re-exports.
+reductions), bind, schedule (gpu_schedule, infer_launch); kernel builders already scheduled for
+GPUs: tile_gemm (shared-memory tiled GEMM, tile sizes from the capabilities), tile_conv
+(convolutions as implicit GEMM on those tiles). engine/gpu_transforms.py re-exports.
 
     gk = gpu_schedule(kernel, GpuTarget())      # GpuKernel(name, raw, launches)
     for launch in gk.launches:                  # launched in order (a kernel may need several)

@@ -46,7 +46,8 @@ def test_every_kernel_compiles(translation_unit, arch):
     launches, source = translation_unit
     assert len(launches) > 40
     names = {k.kernel.name for k in launches.values()}
-    for family in ("gpu_gemm", "gpu_matmul", "gpu_conv2d_fwd", "gpu_conv2d_bwd_weight", "philox",
+    for family in ("gpu_gemm", "gpu_matmul", "gpu_conv2d_fwd", "gpu_conv2d_bwd_weight",
+                   "gpu_conv2d_bwd_input", "_sum", "philox",
                    "pool", "softmax", "lcn", "R_"):
         assert any(family in n for n in names), family
     cubin = cc.compile_cubin(source, arch)

@@ -1,4 +1,4 @@
-"""The CUDA C renderer: golden sources of three small kernels, literals, names, the ABI."""
+"""The CUDA C renderer: golden sources of small kernels (one shared-memory tiled conv), literals, names, the ABI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from backends.cuda import mathops as M
 from backends.cuda.render import RenderError, abi_layout, cname, render_kernel, render_module
 from engine import kernel_ir as ir
-from engine.gpu_transforms import GpuTarget, gpu_schedule
+from engine.gpu import GpuTarget, gpu_schedule
+from engine.gpu.tile_conv import conv_fwd_tiled
+from engine.gpu.tile_gemm import Tiles
 from engine.lowering.core import reduce_kernel
 
 
@@ -43,6 +45,8 @@ def _ints():
     ("row_max_block_reduction", reduce_kernel("row_max", "float32", 2, (1,), "max"),
      GpuTarget(block_threads=32)),
     ("philox_int_ops", _ints(), None),
+    ("conv_fwd_tiled_16x16", conv_fwd_tiled("conv_fwd_tiled", "float32", (1, 1), (1, 1), 1, False,
+                                            (3, 3), tiles=Tiles(16, 16, 8, 4, 4)), None),
 ])
 def test_golden(name, kernel, target):
     """tests/backends/cuda_golden/<name>.cu; KILN_REGEN_GOLDEN=1 rewrites them (read the diff)."""
