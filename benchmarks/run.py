@@ -79,13 +79,49 @@ class Ctx:
 
 # ----------------------------------------------------------------------------- engines
 
+#: --backend cuda: the torch peers run on the same GPU (PyTorch-CUDA, cuDNN), timed to the end
+#: of their kernels; set by main()
+ON_GPU = {"torch": False}
+
+
+class _TorchOnGpu:
+    """torch with tensors made on the GPU: from_numpy copies there, factories default there."""
+
+    def __init__(self, torch):
+        self._torch = torch
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+    def from_numpy(self, a):
+        return self._torch.from_numpy(a).cuda()
+
+
 def need_torch(threads):
     try:
         import torch
     except Exception as e:  # noqa: BLE001
         raise NA(f"torch not importable: {type(e).__name__}") from None
     torch.set_num_threads(threads)
+    if ON_GPU["torch"]:
+        if not torch.cuda.is_available():
+            raise NA("torch has no CUDA device")
+        torch.set_default_device("cuda")
+        return _TorchOnGpu(torch)
     return torch
+
+
+def _synced(fn, sync=None):
+    """fn, then wait for the GPU (torch's by default): on --backend cuda calls return early."""
+    if sync is None:
+        import torch
+        sync = torch.cuda.synchronize
+
+    def call():
+        out = fn()
+        sync()
+        return out
+    return call
 
 
 def need_pytensor():
@@ -683,12 +719,17 @@ def run_workload(wl, ctx, rest):
             if name == "kiln":
                 with blas_cap():
                     fn = builder()
+                    if ctx.backend == "cuda":  # a call with no outputs returns before its kernels end
+                        from backends import get_backend
+                        fn = _synced(fn, get_backend("cuda").executor.synchronize)
                     t = time_calls(fn, ctx.calls)
                 note = getattr(fn, "note", None)
                 if note:
                     wl.notes.append(f"kiln: {note}")
             else:
                 fn = builder()
+                if ON_GPU["torch"] and name.startswith("torch"):
+                    fn = _synced(fn)
                 t = time_calls(fn, ctx.calls)
             res[name] = t
         except NA as e:
@@ -767,11 +808,19 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small sizes, 3 calls (a smoke test)")
     p.add_argument("--only", action="append", default=[],
                    help="run workloads whose group or row name contains this (repeatable)")
-    p.add_argument("--backend", default="llvm", choices=("llvm", "cuda"))
+    p.add_argument("--backend", default="llvm", choices=("llvm", "cuda"),
+                   help="cuda: Kiln and the torch peers on the GPU (needs pycuda, a driver, nvcc)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calls", type=int, default=None, help="timed calls per engine (default 10, quick 3)")
     p.add_argument("--no-compile-row", action="store_true")
     args = p.parse_args(argv)
+    if args.backend == "cuda":
+        from backends.cuda import runtime as cuda_runtime
+        ok, what = cuda_runtime.status()
+        if not ok:
+            sys.exit(f"benchmarks: --backend cuda cannot run here: {what}")
+        print(f"GPU: {what}; the torch peers run on it too (PyTorch-CUDA)")
+        ON_GPU["torch"] = True
     ctx = Ctx(quick=args.quick, backend=args.backend, threads=args.threads,
               calls=args.calls or (3 if args.quick else 10))
     os.environ.setdefault("KILN_NUM_THREADS", str(args.threads))
