@@ -71,18 +71,27 @@ def _trips(loop):
 
 
 def _work(loop):
-    """Estimated iterations of a loop nest: trips x the trips of the first nested loops whose
-    bounds use no name bound inside the nest (it is evaluated before the loop)."""
-    est, inside = _trips(loop), ir.bound_names(loop) | {loop.var.name}
-    body = loop.body
-    for _ in range(3):
-        inner = next((s for s in body if isinstance(s, ir.Loop)), None)
-        if inner is None:
-            break
-        if not (ir.free_vars(inner.start) | ir.free_vars(inner.stop)) & inside:
-            est = est * ir.binop("max", _trips(inner), 1)
-        body = inner.body
-    return est
+    """Estimated iterations of a loop nest: trips x the summed trips of the loops nested in
+    it (three levels; sibling loops add up, so a nest split into border / interior segments
+    counts all of them). A nested loop whose bounds use a name bound inside the nest counts
+    as one trip of its body (the estimate is evaluated before the loop)."""
+    inside = ir.bound_names(loop) | {loop.var.name}
+
+    def body_work(body, depth):
+        loops = [s for s in body if isinstance(s, ir.Loop)]
+        if depth == 0 or not loops:
+            return None
+        total = None
+        for inner in loops:
+            free = not (ir.free_vars(inner.start) | ir.free_vars(inner.stop)) & inside
+            w = ir.binop("max", _trips(inner), 1) if free else ir.Const(1)
+            sub = body_work(inner.body, depth - 1)
+            w = w if sub is None else w * sub
+            total = w if total is None else total + w
+        return total
+
+    inner = body_work(loop.body, 3)
+    return _trips(loop) if inner is None else _trips(loop) * inner
 
 
 def _affine(start, k, step):

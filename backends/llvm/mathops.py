@@ -5,8 +5,8 @@
 name -> method), never in if-chains. Semantics follow engine/kernel_ir.py and numpy:
 
 * integer ``div``/``floordiv``/``mod`` never trap: a zero divisor gives 0, MIN // -1 wraps;
-* float ``floordiv``/``mod`` are numpy's ``npy_divmod``; ``min``/``max`` propagate NaN
-  (``llvm.minimum``/``llvm.maximum``); shifts by >= the bit width give 0 / the sign fill;
+* float ``floordiv``/``mod`` are numpy's ``npy_divmod``; ``min``/``max`` are numpy's
+  (NaN from either side propagates, ties keep the first operand); shifts by >= the bit width give 0 / the sign fill;
 * float32 ``exp``/``expm1``/``log``/``log1p`` are vectorized polynomials (vecmath.py, within
   2 ulp); other math uses LLVM intrinsics (``llvm.sin.v16f32``...; declared by hand) and
   float64 ``expm1``/``log1p`` call libm (per lane for vectors). ``tanh(x) = sign(x) * -t / (2 + t)``
@@ -192,7 +192,11 @@ class Ops:
 
     def _minmax(self, a, b, dt, k, which):
         if k == "f":
-            return self.intrinsic("minimum" if which == "<" else "maximum", a, b)
+            # numpy's rule: a if (a >= b or a is NaN) else b (NaN from either side, ties keep
+            # a); a compare pair and a blend, where llvm.maximum also orders -0 < +0 with
+            # a sign test per operand (three times the instructions on x86)
+            keep = self.b.or_(self.b.fcmp_ordered(which + "=", a, b), self.b.fcmp_unordered("uno", a, a))
+            return self.select(keep, a, b)
         cmp = self.b.icmp_signed if kir.is_signed(dt) else self.b.icmp_unsigned
         return self.select(cmp(which, a, b), a, b)
 
