@@ -40,6 +40,7 @@ from engine.errors import KilnError, KilnShapeError, describe_node
 from engine.gpu import GpuTarget, gpu_schedule
 from engine.graph import Constant, toposort
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
+from engine.shape_check import ShapeChecker
 
 
 class GpuExecutor:
@@ -343,8 +344,11 @@ class GpuCompiledGraph(CompiledGraph):
         self.updated = list(fgraph.updated)
         self.n_out = fgraph.n_user_outputs
         self.stats = {"calls": 0, "launches": 0, "uploads": 0, "downloads": 0}
+        #: every node's run-time shape check, before anything is uploaded or launched
+        self.shape_check = ShapeChecker(plans, init_values, input_slots, fgraph)
 
     def run(self, arrays):
+        self.shape_check.check(arrays)
         call = _Call(self.ex)
         vals = list(self.init_values)
         for slot, a in zip(self.input_slots, arrays):

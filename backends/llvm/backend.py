@@ -46,6 +46,7 @@ from engine.kernel_ir import Var
 from engine.loopopt import vectorize
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
 from engine.lowering.common import ArgView
+from engine.shape_check import ShapeChecker
 
 #: estimated iterations of work below which a parallel loop runs on the calling thread
 PARALLEL_THRESHOLD = 1 << 16
@@ -493,8 +494,11 @@ class LLVMCompiledGraph(CompiledGraph):
         self.guard = False
         self._lock = threading.Lock()
         self.calls = 0
+        #: every node's run-time shape check, before any kernel runs (engine/shape_check.py)
+        self.shape_check = ShapeChecker(plans, init_values, input_slots, fgraph)
 
     def run(self, arrays: list) -> list:
+        self.shape_check.check(arrays)
         if not self._lock.acquire(blocking=False):  # another thread is running: a private pool
             return self._run(arrays, BufferPool())
         try:
