@@ -26,16 +26,32 @@ def _default_backend() -> str:
         return "numpy"
 
 
+def _flag(name: str) -> bool:
+    """An on/off environment variable: 1/true/yes/on (any case) is on, unset or 0/false/no/off
+    is off; anything else is refused rather than guessed."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r}: expected 1 or 0")
+
+
 @dataclass
 class Config:
     floatX: str = field(default_factory=lambda: os.environ.get("KILN_FLOATX", "float32"))
     backend: str = ""
-    deterministic: bool = field(default_factory=lambda: os.environ.get("KILN_DETERMINISTIC", "0") == "1")
+    #: KILN_DETERMINISTIC=1: bit-reproducible results on every backend, and ``normal`` samples
+    #: bit-identical to the Philox reference (Box-Muller from IEEE basic operations,
+    #: engine/portable_math.py). Read when a function is compiled (docs/DETERMINISM.md)
+    deterministic: bool = field(default_factory=lambda: _flag("KILN_DETERMINISTIC"))
     compute_test_value: bool = False
 
     def __setattr__(self, name: str, value: object) -> None:
         if name == "floatX" and value not in FLOAT_DTYPES:
             raise ValueError(f"config.floatX must be one of {FLOAT_DTYPES}, given {value!r}")
+        if name == "deterministic" and not isinstance(value, bool):
+            raise ValueError(f"config.deterministic must be True or False, given {value!r}")
         super().__setattr__(name, value)
 
     def resolved_backend(self) -> str:

@@ -711,6 +711,14 @@ def _philox_kernel(name: str, dist: str, raw_dtype: str, out_dtype: str, param_t
     return ir.Kernel(name, (out, *pbufs, k0, k1, start, n), (main, tail))
 
 
+def _name_of(dist: str) -> str:
+    """The distribution in kernel names: KILN_DETERMINISTIC's normal kernels are other code (a
+    cached function of the other mode, found by its kernel names, is never reused)."""
+    from engine.config import config
+
+    return "normal_det" if dist == "normal" and config.deterministic else dist
+
+
 @lowering(random.RandomVariable)
 def lower_random(node) -> Lowered:
     op = node.op
@@ -744,11 +752,11 @@ def lower_random(node) -> Lowered:
                HostScalar(lambda a: math.prod(sample_shape(a)), "int64"))
     flat_out = ArgView(Out(1), flat)
     if all(p.ndim == 0 for p in params):
-        name = kernel_name("philox", dist, tag(dtype), "p" + "".join(tag(p.dtype) for p in params))
+        name = kernel_name("philox", _name_of(dist), tag(dtype), "p" + "".join(tag(p.dtype) for p in params))
         kernel = _philox_kernel(name, dist, raw_dtype, dtype, [p.dtype for p in params])
         steps = [Step(name, (flat_out,) + tuple(In(2 + k) for k in range(len(params))) + scalars)]
         return HostLowered([kernel], steps, output_shapes, host_outputs={0: new_state})
-    raw_name = kernel_name("philox", dist, "raw", tag(raw_dtype))
+    raw_name = kernel_name("philox", _name_of(dist), "raw", tag(raw_dtype))
     raw = _philox_kernel(raw_name, dist, raw_dtype, raw_dtype, None)
     nd = node.outputs[1].ndim
     slot = tuple(("in", k) for k in range(1 + len(params)))
