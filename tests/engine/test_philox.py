@@ -181,11 +181,11 @@ def test_normal_exact_formula(dtype):
     dt = np.dtype(dtype)
     for i in range(n):
         w1, w2 = words[i & ~1], words[i | 1]
-        if dt == np.float32:
-            u1 = np.float32(int(w1 >> np.uint32(8)) + 1) * np.float32(2.0**-24)
-            u2 = np.float32(int(w2 >> np.uint32(8))) * np.float32(2.0**-24)
-            theta = np.float32(2 * math.pi) * u2
-            r = np.sqrt(np.float32(-2.0) * np.log(u1))
+        if dt == np.float32:  # float32 uniforms, Box-Muller in float64, rounded once below
+            u1 = np.float64(int(w1 >> np.uint32(8)) + 1) * 2.0**-24
+            u2 = np.float64(int(w2 >> np.uint32(8))) * 2.0**-24
+            theta = np.float64(2 * math.pi) * u2
+            r = np.sqrt(-2.0 * np.log(u1))
         else:
             u1 = (np.float64(w1) + 1) * 2.0**-32
             u2 = np.float64(w2) * 2.0**-32
