@@ -1,7 +1,7 @@
 """Kernel IR -> LLVM IR (an ``llvmlite.ir.Module``) for the CPU.
 
 ``render_module(kernels)`` renders kernels into one module; each IR node type has an emitter
-in the ``EXPR_EMITTERS`` / ``STMT_EMITTERS`` tables (arithmetic lives in mathops.py).
+in the methods backends/common.py dispatches to (arithmetic lives in mathops.py).
 
 ABI (one C entry point per kernel)
 ----------------------------------
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ll
 
+from backends.common import TableRenderer
 from backends.llvm.mathops import I32, I64, PTR, VOID, Ops, mem_type, ty
 from engine import kernel_ir as kir
 from engine.errors import KilnError
@@ -70,7 +71,7 @@ def _i64(v):
     return ll.Constant(I64, v)
 
 
-class KernelRenderer:
+class KernelRenderer(TableRenderer):
     def __init__(self, kernel, module):
         self.k = kernel
         self.m = module
@@ -139,13 +140,6 @@ class KernelRenderer:
                 self.env[p.name] = (self.ops.from_mem(v, p.dtype), None, p.dtype)
 
     # -- statements
-    def block(self, body):
-        for s in body:
-            fn = STMT_EMITTERS.get(type(s))
-            if fn is None:
-                self.fail(s, f"no emitter for {type(s).__name__}")
-            fn(self, s)
-
     def emit_loop(self, name, start, stop, step, body):
         """for (i = start; i < stop; i += step) body(i); leaves the builder after the loop."""
         b = self.b
@@ -303,7 +297,7 @@ class KernelRenderer:
         arr.align = LOCAL_ALIGN  # whole cache lines: vector accesses never split a line
         self.bufs[buf.name] = (arr, [_i64(d) for d in buf.shape], [_i64(d) for d in buf.strides])
 
-    def s_gpu_only(self, s):
+    def s_barrier(self, s):
         self.fail(s, f"{type(s).__name__} is for GPU backends")
 
     # -- memory
@@ -342,12 +336,6 @@ class KernelRenderer:
         return phi
 
     # -- expressions
-    def expr(self, e):
-        fn = EXPR_EMITTERS.get(type(e))
-        if fn is None:
-            self.fail(e, f"no emitter for {type(e).__name__}")
-        return fn(self, e)
-
     def e_const(self, e):
         return self.ops.const(e.dtype, e.value)
 
@@ -412,24 +400,6 @@ class KernelRenderer:
     def e_reduce(self, e):
         return self.ops.reduce(e.op, self.expr(e.value), e.dtype)
 
-    def e_gpu_only(self, e):
+    def e_gpu_index(self, e):
         self.fail(e, f"{type(e).__name__} is for GPU backends")
 
-
-EXPR_EMITTERS = {
-    kir.Const: KernelRenderer.e_const, kir.Var: KernelRenderer.e_var,
-    kir.ScalarParam: KernelRenderer.e_var, kir.Load: KernelRenderer.e_load,
-    kir.Dim: KernelRenderer.e_dim, kir.Stride: KernelRenderer.e_stride,
-    kir.BinOp: KernelRenderer.e_binop, kir.UnOp: KernelRenderer.e_unop,
-    kir.FMA: KernelRenderer.e_fma, kir.Cast: KernelRenderer.e_cast,
-    kir.Select: KernelRenderer.e_select, kir.Broadcast: KernelRenderer.e_broadcast,
-    kir.Ramp: KernelRenderer.e_ramp, kir.ReduceLanes: KernelRenderer.e_reduce,
-    kir.ThreadIdx: KernelRenderer.e_gpu_only, kir.BlockIdx: KernelRenderer.e_gpu_only,
-    kir.BlockDim: KernelRenderer.e_gpu_only,
-}
-STMT_EMITTERS = {
-    kir.Loop: KernelRenderer.s_loop, kir.Store: KernelRenderer.s_store,
-    kir.Declare: KernelRenderer.s_declare, kir.Assign: KernelRenderer.s_assign,
-    kir.If: KernelRenderer.s_if, kir.Alloc: KernelRenderer.s_alloc,
-    kir.Barrier: KernelRenderer.s_gpu_only,
-}
