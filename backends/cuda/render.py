@@ -2,8 +2,8 @@
 
 ``render_module(kernels, launches)`` renders kernels into one source: the helper functions
 they use (``kiln_*``, per dtype, only those used), then one ``extern "C" __global__`` function
-per kernel, ``__launch_bounds__`` from its launch. Each IR node type has an emitter in
-``EXPR_EMITTERS`` / ``STMT_EMITTERS``; operator spellings live in mathops.py. Names are the
+per kernel, ``__launch_bounds__`` from its launch. Each IR node type has an emitter
+method, found by backends/common.py's table; operator spellings live in mathops.py. Names are the
 kernel IR's (a name that is a C++/CUDA keyword or a math function gets a ``_`` suffix).
 
 ABI (one ``__global__`` per kernel; pycuda passes the values one by one)
@@ -32,6 +32,7 @@ is never contracted, as in the LLVM backend).
 
 from __future__ import annotations
 
+from backends.common import TableRenderer
 from backends.cuda import mathops as M
 from engine import kernel_ir as ir
 from engine.errors import KilnError
@@ -106,7 +107,7 @@ def render_kernel(kernel, threads=None):
     return helpers.text() + "\n" + body
 
 
-class KernelRenderer:
+class KernelRenderer(TableRenderer):
     def __init__(self, kernel, helpers, threads=None):
         self.k = kernel
         self.h = helpers
@@ -136,13 +137,7 @@ class KernelRenderer:
         self.block(self.k.body)
         return sig + " {\n" + "\n".join(self.lines) + "\n}\n"
 
-    # -- statements
-    def block(self, body):
-        for s in body:
-            fn = STMT_EMITTERS.get(type(s))
-            if fn is None:
-                self.fail(s, f"no emitter for {type(s).__name__}")
-            fn(self, s)
+    # -- statements (TableRenderer.block dispatches on the node type)
 
     def nested(self, body):
         self.depth += 1
@@ -227,12 +222,9 @@ class KernelRenderer:
 
     # -- expressions: C text, parenthesized unless atomic
     def expr(self, e):
-        fn = EXPR_EMITTERS.get(type(e))
-        if fn is None:
-            self.fail(e, f"no emitter for {type(e).__name__}")
         if getattr(e, "lanes", 1) != 1:
             self.fail(e, "vector values are not rendered (run engine.gpu.scalarize)")
-        return fn(self, e)
+        return super().expr(e)
 
     def e_const(self, e):
         return M.literal(e.value, e.dtype)
@@ -268,28 +260,12 @@ class KernelRenderer:
     def e_select(self, e):
         return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
 
-    def e_gpu(self, e):
+    def e_gpu_index(self, e):
         return {"ThreadIdx": "threadIdx", "BlockIdx": "blockIdx", "BlockDim": "blockDim"}[
             type(e).__name__].join(("(long long)", "." + e.axis))
 
     def e_vector(self, e):
         self.fail(e, "vector values are not rendered (run engine.gpu.scalarize)")
 
+    e_broadcast = e_ramp = e_reduce = e_vector
 
-EXPR_EMITTERS = {
-    ir.Const: KernelRenderer.e_const, ir.Var: KernelRenderer.e_var,
-    ir.ScalarParam: KernelRenderer.e_var, ir.Load: KernelRenderer.e_load,
-    ir.Dim: KernelRenderer.e_dim, ir.Stride: KernelRenderer.e_stride,
-    ir.BinOp: KernelRenderer.e_binop, ir.UnOp: KernelRenderer.e_unop,
-    ir.FMA: KernelRenderer.e_fma, ir.Cast: KernelRenderer.e_cast,
-    ir.Select: KernelRenderer.e_select, ir.ThreadIdx: KernelRenderer.e_gpu,
-    ir.BlockIdx: KernelRenderer.e_gpu, ir.BlockDim: KernelRenderer.e_gpu,
-    ir.Broadcast: KernelRenderer.e_vector, ir.Ramp: KernelRenderer.e_vector,
-    ir.ReduceLanes: KernelRenderer.e_vector,
-}
-STMT_EMITTERS = {
-    ir.Loop: KernelRenderer.s_loop, ir.Store: KernelRenderer.s_store,
-    ir.Declare: KernelRenderer.s_declare, ir.Assign: KernelRenderer.s_assign,
-    ir.If: KernelRenderer.s_if, ir.Alloc: KernelRenderer.s_alloc,
-    ir.Barrier: KernelRenderer.s_barrier,
-}
