@@ -64,22 +64,26 @@ Distributions (``word`` is ``word[i]`` above, a uint32; ``2**-24`` and ``2**-32`
   ``(i % 4) & ~1`` and ``(i % 4) | 1`` of block ``start + i // 4``; both always exist
   because whole blocks are generated, so the partner of a last, odd element is the
   otherwise unused next word of its block);
-* float32, each step rounded to float32::
+* float32: the uniforms of float32 precision, then Box-Muller in float64 and ONE rounding::
 
-      u1 = float32((w1 >> 8) + 1) * 2**-24          in (0, 1], exact
-      u2 = float32(w2 >> 8) * 2**-24                in [0, 1), exact
-      r  = sqrt(-2 * log(u1))                        log, then * -2 (exact), then sqrt
-      theta = float32(2 * pi) * u2                   float32(2*pi) = 6.2831855f
-      z  = r * cos(theta)   if i is even
-      z  = r * sin(theta)   if i is odd
+      u1 = ((w1 >> 8) + 1) * 2**-24                 in (0, 1], exact (in float64)
+      u2 = (w2 >> 8) * 2**-24                       in [0, 1), exact
+      r  = sqrt(-2 * log(u1))                        float64: log, then * -2 (exact), then sqrt
+      theta = float64(2 * pi) * u2                   float64
+      z  = float32(r * cos(theta))   if i is even    rounded to float32 once
+      z  = float32(r * sin(theta))   if i is odd
 
-* float64: the same with ``u1 = (float64(w1) + 1) * 2**-32`` (in (0, 1], exact),
-  ``u2 = float64(w2) * 2**-32`` (in [0, 1), exact), ``2 * pi`` as a float64, each
-  step in float64;
+  (each step in float32 would make the result depend on the float32 ``log``/``sin`` of
+  the library: numpy's SIMD ``logf`` alone is up to 4 ulp from the rounded value, so no
+  backend could stay within 2 ulp of it; in float64 two good libraries agree after the
+  final rounding except for values within a few float64 ulp of a float32 tie);
+* float64: ``u1 = (float64(w1) + 1) * 2**-32`` (in (0, 1], exact),
+  ``u2 = float64(w2) * 2**-32`` (in [0, 1), exact), the same steps in float64;
 * ``mean`` and ``std`` are cast to the dtype; ``t = std * z``; ``result = mean + t``.
-* The reference uses numpy's float32 / float64 ``log``, ``sqrt``, ``cos``, ``sin``;
-  transcendental functions may differ between backends by an ulp or two (the semantics
-  contract allows 2 ulp for ``normal``), everything else is exact.
+* The reference uses numpy's float64 ``log``, ``sqrt``, ``cos``, ``sin``; backends use
+  their own, so float64 results may differ by an ulp or two and float32 results (almost
+  always bit-identical) by one ulp (the semantics contract allows 2 ulp for ``normal``),
+  everything else is exact.
 """
 
 from __future__ import annotations
@@ -281,23 +285,19 @@ def normal(key, start: int, shape, mean=0.0, std=1.0, dtype="float32") -> np.nda
 
     if config.deterministic:  # IEEE basic operations only: the same bits on every backend
         return _portable_normal(w1, w2, n, shape, mean, std, dt)
-    if dt == np.float32:
-        scale = np.float32(2.0**-24)
-        u1 = ((w1 >> np.uint32(8)) + np.uint32(1)).astype(np.float32) * scale
-        u2 = (w2 >> np.uint32(8)).astype(np.float32) * scale
-        two_pi = np.float32(2.0 * math.pi)
-        minus_two = np.float32(-2.0)
+    if dt == np.float32:  # the float32 uniforms, exact in float64
+        u1 = ((w1 >> np.uint32(8)) + np.uint32(1)).astype(np.float64) * np.float64(2.0**-24)
+        u2 = (w2 >> np.uint32(8)).astype(np.float64) * np.float64(2.0**-24)
     else:
         scale = np.float64(2.0**-32)
         u1 = (w1.astype(np.float64) + np.float64(1.0)) * scale
         u2 = w2.astype(np.float64) * scale
-        two_pi = np.float64(2.0 * math.pi)
-        minus_two = np.float64(-2.0)
-    r = np.sqrt(np.log(u1) * minus_two)
-    theta = two_pi * u2
+    # Box-Muller in float64 for both dtypes; float32 is rounded once, at the end
+    r = np.sqrt(np.log(u1) * np.float64(-2.0))
+    theta = np.float64(2.0 * math.pi) * u2
     z = np.empty(2 * npairs, dtype=dt)
-    z[0::2] = r * np.cos(theta)
-    z[1::2] = r * np.sin(theta)
+    z[0::2] = (r * np.cos(theta)).astype(dt)
+    z[1::2] = (r * np.sin(theta)).astype(dt)
     z = z[:n].reshape(shape)
     m = np.asarray(mean, dtype=dt)
     s = np.asarray(std, dtype=dt)

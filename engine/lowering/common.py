@@ -572,20 +572,22 @@ def uniform_unit(word, dtype: str):
 
 
 def box_muller(em: Emitter, w1, w2, dtype: str) -> tuple:
-    """(z_even, z_odd) from a pair of words, each step rounded in dtype (engine/philox.py)."""
+    """(z_even, z_odd) from a pair of words: Box-Muller in float64, float32 rounded once
+    (engine/philox.py)."""
     if config.deterministic:  # the same bits on every backend (engine/portable_math.py)
         return _portable_box_muller(em, w1, w2, dtype)
-    if dtype == "float32":
-        scale = Const(2.0 ** -24, "float32")
-        u1 = Cast((w1 >> Const(8, "uint32")) + Const(1, "uint32"), "float32") * scale
-        u2 = Cast(w2 >> Const(8, "uint32"), "float32") * scale
+    if dtype == "float32":  # the float32 uniforms, exact in float64; one rounding at the end
+        scale = Const(2.0 ** -24, "float64")
+        u1 = Cast((w1 >> Const(8, "uint32")) + Const(1, "uint32"), "float64") * scale
+        u2 = Cast(w2 >> Const(8, "uint32"), "float64") * scale
     else:
         scale = Const(2.0 ** -32, "float64")
         u1 = (Cast(w1, "float64") + Const(1.0, "float64")) * scale
         u2 = Cast(w2, "float64") * scale
-    r = em.local(ir.sqrt(ir.log(u1) * Const(-2.0, dtype)), "r")
-    theta = em.local(Const(2.0 * math.pi, dtype) * u2, "th")
-    return r * ir.cos(theta), r * ir.sin(theta)
+    r = em.local(ir.sqrt(ir.log(u1) * Const(-2.0, "float64")), "r")
+    theta = em.local(Const(2.0 * math.pi, "float64") * u2, "th")
+    z0, z1 = r * ir.cos(theta), r * ir.sin(theta)
+    return (Cast(z0, dtype), Cast(z1, dtype)) if dtype != "float64" else (z0, z1)
 
 
 def _portable_box_muller(em: Emitter, w1, w2, dtype: str) -> tuple:
