@@ -66,7 +66,9 @@ def gpu_conv_lowering(node, target=None):
     tiles = choose_tiles(target or GpuTarget(), dt)
     if tiles is None:
         return None
-    low = lower(node)
+    from engine.lowering.nn import direct_formulation
+    with direct_formulation():   # the direct plan, whose correlation kernel is replaced below
+        low = lower(node)
     op = node.op
     bias_ndim, epilogue = None, ()
     if isinstance(op, fused.FusedConv):

@@ -466,6 +466,20 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
     return Lowered(kernels=[k], steps=[Step(k.name, tuple(args))], output_shapes=output_shapes)
 
 
+def gemm_step(dtype, a, b, out, batch=(0, 0, 0), alpha=1.0, cfg=None):
+    """(kernel, Step) of ``out = alpha * a @ b`` for other lowerings (a conv's GEMM
+    formulation): ``a``, ``b``, ``out`` are Step arguments (In/Out/Tmp/ArgView) bound to arrays
+    of shapes (..., M, K), (..., K, N), (..., M, N) at any strides; ``batch`` as in
+    ``gemm_kernel``. The kernel is the one every other product of that batch rank shares."""
+    cfg = cfg or choose_config(dtype)
+    k = gemm_kernel(cfg, batch=batch)
+    np_dt = np.dtype(cfg.dtype).type
+    args = [a, b] + ([] if batch[2] else [out]) + [
+        out, HostScalar(_constant(np_dt(alpha)), cfg.dtype), HostScalar(_constant(np_dt(0.0)), cfg.dtype)]
+    args += ([] if batch[2] else [HostScalar(_constant(False), "bool")]) + [HostScalar(num_threads, "int64")]
+    return k, Step(k.name, tuple(args))
+
+
 def gemm_lowered_for_matmul(node):
     """``Lowered`` for a ``MatMul`` node (any batch dims) or a ``Gemm`` node (2-d; its c
     broadcast to the product, an optional epilogue); float32/float64 only (else

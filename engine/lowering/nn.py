@@ -12,6 +12,9 @@ loop, vectorized inner loop); a backend that binds loops differently re-lowers f
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 from engine.errors import KilnShapeError
@@ -27,6 +30,11 @@ from engine.lowering.nn_lcn import lcn_grad_plan, lcn_plan  # noqa: F401  (plans
 def shape_arg(a: np.ndarray) -> tuple:
     """A shape input: an int vector, or a "like" array whose shape is meant."""
     return tuple(int(d) for d in a) if a.ndim == 1 else tuple(a.shape)
+
+
+def ir_float(dtype) -> bool:
+    """float32/float64: the dtypes the generated GEMM serves."""
+    return str(np.dtype(dtype)) in ("float32", "float64")
 
 
 def _static(dims):
@@ -124,21 +132,92 @@ def conv2d_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
     return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
 
 
+#: channels (input and output, per group) from which the input gradient runs as a GEMM
+GEMM_MIN_CHANNELS = 8
+_DIRECT_ONLY = contextvars.ContextVar("kiln_conv_direct_only", default=False)
+
+
+@contextlib.contextmanager
+def direct_formulation():
+    """Lower conv nodes with the direct formulation only, inside this block: for a target
+    that swaps the direct correlation kernel for its own (the CUDA backend's tiled convs)."""
+    token = _DIRECT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _DIRECT_ONLY.reset(token)
+
+
+def grad_input_by_gemm(stride, dilation, groups, channels, nfilters) -> bool:
+    """The formulation rule of the input gradient. Direct (a correlation of the zero-padded
+    gy with the flipped filters) computes H*W*KH*KW*F*C multiply-adds, of which only
+    OH*OW*KH*KW*F*C are not on padding zeros, and keeps up with a GEMM only while its F x C
+    block of filters is small. So: a stride-1, undilated, ungrouped conv whose input channels
+    (static) and filters (when static) are both >= GEMM_MIN_CHANNELS runs as the shared GEMM
+    (cols = gy^T @ w per image) plus a col2im gather; anything else runs direct."""
+    return (not _DIRECT_ONLY.get() and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1 and
+            isinstance(channels, int) and channels >= GEMM_MIN_CHANNELS and
+            (not isinstance(nfilters, int) or nfilters >= GEMM_MIN_CHANNELS))
+
+
+def _grad_input_gemm(dtype, padding, filter_flip, ksize, out_shape) -> Lowered:
+    """gy^T (F, N, OH*OW) = a copy of gy with its first two axes swapped, then one GEMM (the
+    2-d kernel every product shares; transposes and reshapes are launch-time views) over the
+    whole batch, cols (C*KH*KW, N*OH*OW) = w^T (C*KH*KW, F) @ gy^T (F, N*OH*OW), then
+    gx = col2im(cols). (Per image, the GEMM's N would be only OH*OW columns.)"""
+    from engine.lowering import gemm as G
+    from engine.lowering.common import ArgView, copy_kernel
+
+    def gy_swapped(g, ins):   # (N, F, OH, OW) -> (F, N, OH*OW), strides only
+        return g.reshape(g.shape[0], g.shape[1], g.shape[2] * g.shape[3]).swapaxes(0, 1)
+
+    def flat_cols(t, ins):    # (F or C*KH*KW, N, OH*OW) -> (.., N*OH*OW)
+        return t.reshape(t.shape[0], t.shape[1] * t.shape[2])
+
+    def w_t(w, ins):          # (F, C, KH, KW) -> (C*KH*KW, F)
+        return w.reshape(w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]).T
+
+    def gy_t_shape(ins):
+        n, f, oh, ow = ins[0].shape
+        return (f, n, oh * ow)
+
+    def cols_shape(ins):
+        (n, _, oh, ow), (_, c, kh, kw) = ins[0].shape, ins[1].shape
+        return (c * kh * kw, n, oh * ow)
+
+    def pads(ins):
+        return conv_padding(padding, (1, 1), *ins[1].shape[2:])
+    copy = copy_kernel(dtype, 3)
+    gk, gstep = G.gemm_step(dtype, ArgView(In(1), w_t), ArgView(Tmp(1), flat_cols),
+                            ArgView(Tmp(0), flat_cols))
+    ck = C.col2im_kernel(dtype, filter_flip, ksize)
+    sizes = [HostScalar(lambda ins: pads(ins)[0]), HostScalar(lambda ins: pads(ins)[1])]
+    if None in ksize:
+        sizes += [HostScalar(lambda ins: ins[1].shape[2]), HostScalar(lambda ins: ins[1].shape[3])]
+    sizes.append(HostScalar(lambda ins: ins[0].shape[3]))
+    steps = [Step(copy.name, (ArgView(In(0), gy_swapped), Tmp(1))), gstep,
+             Step(ck.name, (Tmp(0), Out(0), *sizes))]
+    return Lowered([copy, gk, ck], steps, out_shape, [(dtype, cols_shape), (dtype, gy_t_shape)])
+
+
 def conv2d_grad_input_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                            filter_flip=False, ksize=(None, None), channels=None,
-                           width=None, node=None) -> Lowered:
-    """Inputs (gy, w, x_shape) -> gx: gy zero-inserted (stride) and padded by (K-1)*d - p
-    into a temp, then a valid correlation with the transposed, flipped filters."""
+                           width=None, node=None, nfilters=None) -> Lowered:
+    """Inputs (gy, w, x_shape) -> gx. By ``grad_input_by_gemm``: the shared GEMM plus a
+    col2im gather, or direct: gy zero-inserted (stride) and padded by (K-1)*d - p into a
+    temp, then a valid correlation with the transposed, flipped filters."""
     ksize = _static(ksize)
     per_group = channels // groups if isinstance(channels, int) else None
-    conv = C.conv2d_grad_input(dtype, stride, padding, dilation, groups, filter_flip, ksize,
-                               per_group, width=width)
 
     def out_shape(ins):
         xs = shape_arg(ins[2])
         _same(node, "the output gradient", ins[0].shape,
               _conv_out(node, xs, ins[1].shape, stride, padding, dilation, groups))
         return [xs]
+    if ir_float(dtype) and grad_input_by_gemm(stride, dilation, groups, channels, nfilters):
+        return _grad_input_gemm(dtype, padding, filter_flip, ksize, out_shape)
+    conv = C.conv2d_grad_input(dtype, stride, padding, dilation, groups, filter_flip, ksize,
+                               per_group, width=width)
 
     def offsets(ins):
         kh, kw = ins[1].shape[2:]
@@ -364,7 +443,8 @@ def _register():
         gy, w, _ = node.inputs
         out = node.outputs[0].type.shape
         return conv2d_grad_input_plan(gy.dtype, ksize=w.type.shape[2:], channels=out[1],
-                                      width=out[3], node=node, **conv_props(node.op))
+                                      width=out[3], node=node, nfilters=w.type.shape[0],
+                                      **conv_props(node.op))
 
     @lowering(conv_ops.Conv2dGradWeight)
     def _conv2d_gw(node):

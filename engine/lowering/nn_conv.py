@@ -36,6 +36,7 @@ from engine.lowering.nn_util import (
     imin,
     imod,
     imul,
+    ineg,
     isub,
     land,
     lane_choices,
@@ -297,6 +298,54 @@ def conv2d_grad_input(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), gro
     name = name or conv_name("bwd_input", dtype, stride, padding, dilation, groups, filter_flip,
                              ksize, fblock=fblock, lanes=lanes)
     return freeze(ir.Kernel(name, (gy, w, gx), loops), keep=("u",))
+
+
+# ----------------------------------------------------------------------------- input gradient by GEMM
+
+
+def col2im_name(dtype, filter_flip=False, ksize=(None, None)):
+    k = f"_k{pair(ksize)}" if None not in ksize else ""
+    return f"conv2d_col2im{'_flip' if filter_flip else ''}{k}_{dt(dtype)}"
+
+
+def col2im_kernel(dtype, filter_flip=False, ksize=(None, None), lanes=None, name=None):
+    """gx[n, c] = sum over the taps (u, v) of cols[(c*KH + u')*KW + v', n] (u' = u, or
+    KH-1-u with ``filter_flip``) seen as an OH x OW image, shifted by (u - ph, v - pw) and
+    clipped to H x W: the second half of the GEMM formulation of the input gradient of a
+    stride-1 conv, cols (C*KH*KW, N, OH*OW) = w^T (C*KH*KW, F) @ gy^T (F, N*OH*OW).
+    Params (cols, gx, ph, pw, [kh, kw], ow). Parallel over the (c, n) planes; a plane is
+    cleared, then each tap adds its shifted rows (vectors along the row; one thread owns the
+    plane, which stays in L1, so the scatter needs no atomics)."""
+    dtype = ir.dtype_name(dtype)
+    cols, gx = BufferParam("cols", dtype, 3), BufferParam("gx", dtype, 4)
+    ph, pw, kh, kw, ow = (ir.ScalarParam(s, "int64") for s in ("ph", "pw", "kh", "kw", "ow"))
+    kh = Const(ksize[0]) if ksize[0] is not None else kh
+    kw = Const(ksize[1]) if ksize[1] is not None else kw
+    lanes = vector_lanes(dtype) if lanes is None else lanes
+    oh = fdiv(cols.dim(2), ow)
+    p, n, ch, y, x, u, v, i, j = (Var(s) for s in ("p", "n", "ch", "y", "x", "u", "v", "i", "j"))
+    row, dy, dx = Var("row"), Var("dy"), Var("dx")
+    zero = Const(0.0, dtype)
+    clear = ir.Loop(y, 0, gx.dim(2), vector_loop(
+        ir.Loop(x, 0, gx.dim(3), [gx.store((n, ch, y, x), zero)]), lanes, idempotent=True))
+    uu = isub(isub(kh, 1), u) if filter_flip else u
+    vv = isub(isub(kw, 1), v) if filter_flip else v
+    add = ir.Loop(j, Var("j0"), Var("j1"), [gx.store(
+        (n, ch, iadd(i, dy), iadd(j, dx)),
+        ir.binop("add", gx[n, ch, iadd(i, dy), iadd(j, dx)], cols[row, n, iadd(imul(i, ow), j)]))])
+    tap = [ir.Declare(row, iadd(imul(iadd(imul(ch, kh), uu), kw), vv)),
+           ir.Declare(dy, isub(u, ph)), ir.Declare(dx, isub(v, pw)),
+           # output rows/columns whose shifted position lands inside the plane
+           ir.Declare(Var("j0"), imax(0, ineg(dx))), ir.Declare(Var("j1"), imin(ow, isub(gx.dim(3), dx))),
+           ir.Loop(i, imax(0, ineg(dy)), imin(oh, isub(gx.dim(2), dy)),
+                   vector_loop(add, lanes, idempotent=False))]
+    # planes in (c, n) order: a thread's KH*KW rows of cols are then read as that many
+    # sequential streams (in (n, c) order each plane would touch KH*KW distant pages)
+    body = [ir.Declare(ch, fdiv(p, gx.dim(0))), ir.Declare(n, imod(p, gx.dim(0))), clear,
+            ir.Loop(u, 0, kh, [ir.Loop(v, 0, kw, tap)])]
+    loop = ir.Loop(p, 0, imul(gx.dim(0), gx.dim(1)), body, kind="parallel")
+    params = (cols, gx, ph, pw) + tuple(q for q in (kh, kw) if isinstance(q, ir.ScalarParam)) + (ow,)
+    return freeze(ir.Kernel(name or col2im_name(dtype, filter_flip, ksize), params, [loop]))
 
 
 # ----------------------------------------------------------------------------- weight gradient
