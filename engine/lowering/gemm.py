@@ -3,9 +3,10 @@
     out[..., M, N] = act(alpha * op(a)[..., M, K] @ op(b)[..., K, N] + beta * c + bias)
 
 ``gemm_kernel(cfg, ...)`` builds one kernel generic in M, N, K, the batch sizes and every
-stride; ``trans_a`` / ``trans_b`` (op = swap the last two axes) are fixed per kernel, any
-other layout (a transposed view, a column-major array) is just strides; size-1 batch dims
-broadcast. ``lower_gemm`` wraps it in a ``Lowered``; ``gemm_lowered_for_matmul(node)`` serves
+stride: one kernel per (dtype, tiles, batch ranks, bias, epilogue), shared by every shape.
+``trans_a`` / ``trans_b`` (op = swap the last two axes) are launch-time views (``ArgView``),
+as is a c broadcast to (M, N) (read only when ``use_c``); alpha and beta are run-time
+scalars; size-1 batch dims broadcast. ``lower_gemm`` wraps it in a ``Lowered``; ``gemm_lowered_for_matmul(node)`` serves
 ``MatMul`` (batched: the batch loop sits outside the GEMM, inside its one parallel region)
 and the optimizer's ``Gemm`` op (alpha, beta * c, trans flags, activation epilogue).
 
