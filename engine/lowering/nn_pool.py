@@ -18,7 +18,7 @@ any), so overlapping windows accumulate without races or atomics. L2 then multip
 from __future__ import annotations
 
 from engine import kernel_ir as ir
-from engine.kernel_ir import BufferParam, Const, Var
+from engine.kernel_ir import BufferParam, Const, LocalBuffer, Var
 from engine.lowering.nn_util import (
     Axis,
     apply_chain,
@@ -108,10 +108,8 @@ def pool_fwd(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_i
             return acc / ir.Cast(cnt, dtype)
         return acc
 
-    body = list(decl)
-    for si, (alo, ahi, aint) in enumerate(rows.segments()):
-        if _empty(alo, ahi):
-            continue
+    def row_segment(si, alo, ahi, aint):
+        """The loop over output rows [alo, ahi) computing every window directly."""
         a = Var(f"a{si}")
         row = []
         if not aint:
@@ -154,11 +152,57 @@ def pool_fwd(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_i
                 row.extend(vector_loop(loop, lanes, idempotent=True))
             else:
                 row.append(loop)
-        body.append(ir.Loop(a, alo, ahi, row))
+        return ir.Loop(a, alo, ahi, row)
+    segments = [(si, seg) for si, seg in enumerate(rows.segments()) if not _empty(seg[0], seg[1])]
+    direct = [row_segment(si, *seg) for si, seg in segments]
+    body = list(decl)
+    if mode == "max" and stride[1] > 1:
+        # separable: interior rows take the max down the window's rows first (vectorized
+        # along the row, unit stride), then across the strided columns of that row
+        rowmax = LocalBuffer("rowmax", dtype, (SEPARABLE_MAX_WIDTH,))
+        fast = [row_segment(si, *seg) if not seg[2] else
+                _separable_rows(x, o, lead, rowmax, rows, cols, ws, prologue, seg[0], seg[1], lanes, f"{si}")
+                for si, seg in segments]
+        body += [ir.Alloc(rowmax), ir.If(ir.le(x.dim(ndim - 1), SEPARABLE_MAX_WIDTH), fast, direct)]
+    else:
+        body += direct
     loop = ir.Loop(p, 0, planes(x, nlead), body, kind="parallel")
     name = name or pool_name("fwd", mode, dtype, ndim, ws, stride, padding, ignore_border,
                              count_include_pad, prologue)
     return freeze(ir.Kernel(name, (x, o), [loop]))
+
+
+#: widest input row the separable max path keeps in its stack row (wider rows: direct windows)
+SEPARABLE_MAX_WIDTH = 2048
+
+
+def _separable_rows(x, o, lead, rowmax, rows, cols, ws, prologue, alo, ahi, lanes, tag):
+    """Interior output rows [alo, ahi) of a max pool with a column stride > 1: per row a,
+    ``rowmax[c] = max_u f(x[a*s + u, c])`` for every input column (f: the fused activation;
+    vector loads along the row),
+    then ``out[a, b] = max_v rowmax[b*s + v]`` (the border columns over their in-bounds taps).
+    Max is exact in any order, so this equals the direct window scan bit for bit."""
+    a, c = Var(f"a{tag}"), Var(f"c{tag}")
+    width = x.dim(x.ndim - 1)
+    down = _tree([apply_chain(prologue, x[(*lead, rows.coord(a, u), c)]) for u in range(ws[0])], ir.maximum)
+    fill = ir.Loop(c, 0, width, [rowmax.store((c,), down)])
+    row = vector_loop(fill, lanes, idempotent=True)
+    for sj, (blo, bhi, bint) in enumerate(cols.segments()):
+        if _empty(blo, bhi):
+            continue
+        b = Var(f"b{tag}{sj}")
+        if bint:
+            val = _tree([rowmax[(cols.coord(b, v),)] for v in range(ws[1])], ir.maximum)
+            row.append(ir.Loop(b, blo, bhi, [o.store((*lead, a, b), val)]))
+            continue
+        lo, hi = cols.tap_range(b)
+        d, nm = declare_ints([(f"vlo{tag}{sj}", lo), (f"vhi{tag}{sj}", hi)])
+        v, acc = Var(f"v{tag}{sj}"), Var(f"acc{tag}{sj}", x.dtype)
+        scan = ir.Loop(v, nm[f"vlo{tag}{sj}"], nm[f"vhi{tag}{sj}"],
+                       [ir.Assign(acc, ir.maximum(acc, rowmax[(cols.coord(b, v),)]))])
+        row.append(ir.Loop(b, blo, bhi, d + [ir.Declare(acc, ir.reduce_identity("max", x.dtype)), scan,
+                                             o.store((*lead, a, b), acc)]))
+    return ir.Loop(a, alo, ahi, row)
 
 
 # ----------------------------------------------------------------------------- argmax scan
@@ -299,16 +343,28 @@ def pool_grad(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_
     body = list(decl)
     if not tiled:
         body += zero_rect("", 0, H, 0, W)
-    for si, (alo, ahi, aint) in enumerate(rows.segments()):
-        if _empty(alo, ahi):
-            continue
+    def row_segment(si, alo, ahi, aint):
         a = Var(f"a{si}")
         row = []
         for sj, (blo, bhi, bint) in enumerate(cols.segments()):
             if not _empty(blo, bhi):
                 b = Var(f"b{si}{sj}")
                 row.append(ir.Loop(b, blo, bhi, window(a, b, aint and bint, f"{si}{sj}")))
-        body.append(ir.Loop(a, alo, ahi, row))
+        return ir.Loop(a, alo, ahi, row)
+    segments = [(si, seg) for si, seg in enumerate(rows.segments()) if not _empty(seg[0], seg[1])]
+    direct = [row_segment(si, *seg) for si, seg in segments]
+    if mode == "max" and not tiled and stride[1] > 1:
+        # separable first maximum for interior rows (see _separable_grad_rows); windows are
+        # visited in the same order, so the accumulated sums are the same
+        rowmax, rowarg = LocalBuffer("rowmax", dtype, (SEPARABLE_MAX_WIDTH,)), \
+            LocalBuffer("rowarg", "int32", (SEPARABLE_MAX_WIDTH,))
+        fast = [row_segment(si, *seg) if not seg[2] else
+                _separable_grad_rows(x, gy, gx, lead, rowmax, rowarg, rows, cols, ws, seg[0], seg[1], lanes,
+                                     f"{si}")
+                for si, seg in segments]
+        body += [ir.Alloc(rowmax), ir.Alloc(rowarg), ir.If(ir.le(W, SEPARABLE_MAX_WIDTH), fast, direct)]
+    else:
+        body += direct
     if tiled:  # cells beyond the last window (floor mode)
         rc, cc = imin(imul(OH, ws[0]), H), imin(imul(OW, ws[1]), W)
         body += zero_rect("r", rc, H, 0, W) + zero_rect("c", 0, rc, cc, W)
@@ -321,6 +377,86 @@ def pool_grad(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_
     name = name or pool_name("bwd", mode, dtype, ndim, ws, stride, padding, ignore_border,
                              count_include_pad)
     return freeze(ir.Kernel(name, params, [loop]))
+
+
+def _take(val_r, val_l, u_r, u_l):
+    """Whether candidate r replaces the current first maximum l (r comes later in its row):
+    r is a NaN and l is not, or an earlier-row NaN; or neither is NaN and r is greater, or
+    equal from an earlier row (so the winner is the first maximum in row-major order)."""
+    r_nan, l_nan = ir.ne(val_r, val_r), ir.ne(val_l, val_l)
+    earlier = ir.lt(u_r, u_l)
+    nan_wins = land(r_nan, ir.binop("or", ir.logical_not(l_nan), earlier))
+    bigger = ir.binop("or", ir.gt(val_r, val_l), land(ir.eq(val_r, val_l), earlier))
+    return ir.binop("or", nan_wins, land(ir.logical_not(l_nan), bigger))
+
+
+def _separable_grad_rows(x, gy, gx, lead, rowmax, rowarg, rows, cols, ws, alo, ahi, lanes, tag):
+    """Interior output rows [alo, ahi) of max pooling's gradient with a column stride > 1:
+    per row a, ``rowmax[c]``/``rowarg[c]`` = the first maximum of column c over the window's
+    rows (a NaN wins, the first one) and its row offset, vectorized along the row; then each
+    window folds its columns left to right (``_take``) and adds gy to gx at the winner."""
+    a, c = Var(f"a{tag}"), Var(f"c{tag}")
+    dtype = x.dtype
+    width = x.dim(x.ndim - 1)
+    best, arg = Var(f"cbest{tag}", dtype), Var(f"carg{tag}", "int32")
+    down = [ir.Declare(best, x[(*lead, rows.coord(a, 0), c)]), ir.Declare(arg, Const(0, "int32"))]
+    for u in range(1, ws[0]):
+        val, t = Var(f"cval{tag}_{u}", dtype), Var(f"ctake{tag}_{u}", "bool")
+        # a later row wins only if greater, or the first NaN (no earlier-row ties to break)
+        take = ir.binop("or", ir.gt(val, best), land(ir.ne(val, val), ir.eq(best, best)))
+        down += [ir.Declare(val, x[(*lead, rows.coord(a, u), c)]), ir.Declare(t, take),
+                 ir.Assign(best, ir.Select(t, val, best)), ir.Assign(arg, ir.Select(t, Const(u, "int32"), arg))]
+    down += [rowmax.store((c,), best), rowarg.store((c,), arg)]
+    row = vector_loop(ir.Loop(c, 0, width, down), lanes, idempotent=True)
+    for sj, (blo, bhi, bint) in enumerate(cols.segments()):
+        if _empty(blo, bhi):
+            continue
+        b = Var(f"b{tag}{sj}")
+        if bint:
+            row.append(ir.Loop(b, blo, bhi, _first_of_row(gy, gx, lead, rowmax, rowarg, rows, cols, ws, a, b,
+                                                           f"{tag}{sj}")))
+            continue
+        # border columns: fold the in-bounds columns left to right
+        mv, mu, mc = Var(f"mv{tag}{sj}", dtype), Var(f"mu{tag}{sj}", "int32"), Var(f"mc{tag}{sj}")
+        lo, hi = cols.tap_range(b)
+        pre, nm = declare_ints([(f"vlo{tag}{sj}", lo), (f"vhi{tag}{sj}", hi)])
+        vlo, vhi = nm[f"vlo{tag}{sj}"], nm[f"vhi{tag}{sj}"]
+        c0 = cols.coord(b, vlo)
+        win = pre + [ir.Declare(mv, rowmax[(c0,)]), ir.Declare(mu, rowarg[(c0,)]), ir.Declare(mc, c0)]
+        v = Var(f"v{tag}{sj}")
+        cv = cols.coord(b, v)
+        rv, ru, tk = Var(f"rv{tag}{sj}", dtype), Var(f"ru{tag}{sj}", "int32"), Var(f"tk{tag}{sj}", "bool")
+        step = [ir.Declare(rv, rowmax[(cv,)]), ir.Declare(ru, rowarg[(cv,)]), ir.Declare(tk, _take(rv, mv, ru, mu)),
+                ir.Assign(mv, ir.Select(tk, rv, mv)), ir.Assign(mu, ir.Select(tk, ru, mu)),
+                ir.Assign(mc, ir.Select(tk, cv, mc))]
+        win.append(ir.Loop(v, iadd(vlo, 1), vhi, step))
+        cell = (*lead, rows.coord(a, ir.Cast(mu, "int64")), mc)
+        win.append(gx.store(cell, gx[cell] + gy[(*lead, a, b)]))
+        row.append(ir.Loop(b, blo, bhi, win))
+    return ir.Loop(a, alo, ahi, row)
+
+
+def _first_of_row(gy, gx, lead, rowmax, rowarg, rows, cols, ws, a, b, tag):
+    """One interior window of ``_separable_grad_rows`` without a dependency chain: the window
+    max ``m`` (a max tree), then the smallest row-major key ``u << 16 | v`` over the columns
+    whose maximum is ``m`` (or a NaN: then ``m`` is NaN and only NaN columns match, each with
+    its first NaN row) by a min tree; gy is added at that cell."""
+    vals = [Var(f"hv{tag}_{v}", rowmax.dtype) for v in range(ws[1])]
+    out = [ir.Declare(vals[v], rowmax[(cols.coord(b, v),)]) for v in range(ws[1])]
+    m = Var(f"hm{tag}", rowmax.dtype)
+    out.append(ir.Declare(m, _tree(list(vals), ir.maximum)))
+    big = Const(0x7FFFFFFF, "int32")
+    keys = []
+    for v in range(ws[1]):
+        hit = ir.binop("or", ir.eq(vals[v], m), ir.ne(vals[v], vals[v]))
+        key = (rowarg[(cols.coord(b, v),)] << Const(16, "int32")) | Const(v, "int32")
+        keys.append(ir.Select(hit, key, big))
+    k = Var(f"hk{tag}", "int32")
+    out.append(ir.Declare(k, _tree(keys, ir.minimum)))
+    u = ir.Cast(k >> Const(16, "int32"), "int64")
+    v = ir.Cast(k & Const(0xFFFF, "int32"), "int64")
+    cell = (*lead, rows.coord(a, u), cols.coord(b, v))
+    return out + [gx.store(cell, gx[cell] + gy[(*lead, a, b)])]
 
 
 def max_pool_grad_grad(dtype, ndim, ws, stride, padding, ignore_border=True, name=None):
