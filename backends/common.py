@@ -1,5 +1,9 @@
 """What the code-generating backends (llvm, cuda) share, so that each keeps only what differs.
 
+``Slots`` numbers the values of a compiled graph (constants pre-filled); ``PlannedGraph`` is
+the base of their compiled graphs: per-node plans run over those slots, with the run-time
+shape check every call starts with (engine/shape_check.py) and the guard-mode flag.
+
 ``TableRenderer`` is the base of their kernel renderers: ``block(stmts)`` and ``expr(e)``
 dispatch on the kernel-IR node type to the method ``EXPR_METHODS`` / ``STMT_METHODS`` name
 (one table for every backend). A renderer implements those methods; a node type whose method
@@ -8,7 +12,9 @@ it lacks fails through its ``fail(node, message)``, naming the node.
 
 from __future__ import annotations
 
+from backends import CompiledGraph
 from engine import kernel_ir as ir
+from engine.graph import Constant
 
 EXPR_METHODS = {
     ir.Const: "e_const", ir.Var: "e_var", ir.ScalarParam: "e_var", ir.Load: "e_load",
@@ -52,3 +58,41 @@ class TableRenderer:
         if fn is None:
             self.fail(e, f"no emitter for {type(e).__name__}")
         return fn(self, e)
+
+
+class Slots:
+    """``slots(v)``: the slot of variable v, numbered on first sight (a Constant's slot starts
+    with its value); ``init_values``: the slot values a call starts from."""
+
+    def __init__(self) -> None:
+        #: {id(variable): slot}
+        self.ids: dict = {}
+        self.init_values: list = []
+
+    def __call__(self, v) -> int:
+        k = self.ids.get(id(v))
+        if k is None:
+            k = self.ids[id(v)] = len(self.init_values)
+            self.init_values.append(v.value if isinstance(v, Constant) else None)
+        return k
+
+
+class PlannedGraph(CompiledGraph):
+    """A compiled graph running per-node plans over numbered value slots (llvm, cuda)."""
+
+    def __init__(self, fgraph, plans, n_slots, init_values, input_slots, output_slots, kernels,
+                 host_nodes) -> None:
+        from engine.shape_check import ShapeChecker
+        self.fgraph = fgraph
+        self.plans = plans
+        self.n_slots = n_slots
+        self.init_values = init_values
+        self.input_slots = input_slots
+        self.output_slots = output_slots
+        self.kernels = kernels
+        #: nodes without a kernel lowering, run by the numpy oracle on the host
+        self.host_nodes = host_nodes
+        #: mode="guard": every float result is checked for NaN/Inf after its node ran
+        self.guard = False
+        #: every node's run-time shape check, before any kernel runs (engine/shape_check.py)
+        self.shape_check = ShapeChecker(plans, init_values, input_slots, fgraph)

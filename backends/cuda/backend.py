@@ -32,15 +32,15 @@ import weakref
 
 import numpy as np
 
-from backends import Backend, Capabilities, CompiledGraph
+from backends import Backend, Capabilities
+from backends.common import PlannedGraph, Slots
 from backends.cuda.device import SMALL, DeviceArray, HostProxy, from_standin, standin
 from engine import kernel_ir as ir
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError, KilnShapeError, describe_node
 from engine.gpu import GpuTarget, gpu_schedule
-from engine.graph import Constant, toposort
+from engine.graph import toposort
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
-from engine.shape_check import ShapeChecker
 
 
 class GpuExecutor:
@@ -321,31 +321,22 @@ def _scalar(value, dtype):
     return np.dtype(dtype).type(v)
 
 
-class GpuCompiledGraph(CompiledGraph):
+class GpuCompiledGraph(PlannedGraph):
     #: updated shared values stay on the device (DeviceValue); see backends.CompiledGraph
     keeps_device_values = True
 
     def __init__(self, backend, fgraph, plans, n_slots, init_values, input_slots, output_slots,
                  kernels, host_nodes, guard=False):
+        super().__init__(fgraph, plans, n_slots, init_values, input_slots, output_slots, kernels,
+                         host_nodes)
         self.backend = backend
         self.ex = backend.executor
-        self.fgraph = fgraph
-        self.plans = plans
-        self.n_slots = n_slots
-        self.init_values = init_values
-        self.input_slots = input_slots
-        self.output_slots = output_slots
-        self.kernels = kernels
-        self.host_nodes = host_nodes
-        #: mode="guard": every float result is checked for NaN/Inf after its node ran
         self.guard = guard
         self.n_user = fgraph.n_user_inputs
         self.shared_vars = list(fgraph.inputs[self.n_user:])
         self.updated = list(fgraph.updated)
         self.n_out = fgraph.n_user_outputs
         self.stats = {"calls": 0, "launches": 0, "uploads": 0, "downloads": 0}
-        #: every node's run-time shape check, before anything is uploaded or launched
-        self.shape_check = ShapeChecker(plans, init_values, input_slots, fgraph)
 
     def run(self, arrays):
         self.shape_check.check(arrays)
@@ -515,14 +506,8 @@ class GpuBackend(Backend):
     def compile(self, fgraph, options):
         target = self.executor.target
         order = toposort(fgraph.outputs)
-        slot = {}
-        init_values = []
-
-        def slot_of(v):
-            if id(v) not in slot:
-                slot[id(v)] = len(init_values)
-                init_values.append(v.value if isinstance(v, Constant) else None)
-            return slot[id(v)]
+        slot_of = Slots()
+        init_values = slot_of.init_values
         input_slots = [slot_of(v) for v in fgraph.inputs]
         plans, by_name, host_nodes = [], {}, []
         for node in order:

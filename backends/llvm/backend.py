@@ -35,18 +35,18 @@ from collections import OrderedDict
 
 import numpy as np
 
-from backends import Backend, Capabilities, CompiledGraph
+from backends import Backend, Capabilities
+from backends.common import PlannedGraph, Slots
 from backends.llvm import runtime as rt
 from engine import function_cache
 from engine import kernel_ir as ir
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError, KilnShapeError, describe_node
-from engine.graph import Constant, toposort
+from engine.graph import toposort
 from engine.kernel_ir import Var
 from engine.loopopt import vectorize
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
 from engine.lowering.common import ArgView
-from engine.shape_check import ShapeChecker
 
 #: estimated iterations of work below which a parallel loop runs on the calling thread
 PARALLEL_THRESHOLD = 1 << 16
@@ -476,26 +476,16 @@ def _profiled(plan, ins, outs, temps) -> None:
         debug_log("timing", f"{launch.kernel.name}: {elapsed * 1e6:.1f} us")
 
 
-class LLVMCompiledGraph(CompiledGraph):
+class LLVMCompiledGraph(PlannedGraph):
     def __init__(self, fgraph, plans, n_slots, init_values, input_slots, output_slots, kernels,
                  host_nodes, profiling: bool, warm: bool) -> None:
-        self.fgraph = fgraph
-        self.plans = plans
-        self.n_slots = n_slots
-        self.init_values = init_values
-        self.input_slots = input_slots
-        self.output_slots = output_slots
-        self.kernels = kernels
-        self.host_nodes = host_nodes
+        super().__init__(fgraph, plans, n_slots, init_values, input_slots, output_slots, kernels,
+                         host_nodes)
         self.profiling = profiling
         self.warm = warm
         self.pool = BufferPool()
-        #: mode="guard": every float result is checked for NaN/Inf after its node ran
-        self.guard = False
         self._lock = threading.Lock()
         self.calls = 0
-        #: every node's run-time shape check, before any kernel runs (engine/shape_check.py)
-        self.shape_check = ShapeChecker(plans, init_values, input_slots, fgraph)
 
     def run(self, arrays: list) -> list:
         self.shape_check.check(arrays)
@@ -594,14 +584,8 @@ class LLVMBackend(Backend):
         opt = rt.default_opt()
         vbytes, threads = vector_bytes(), rt.num_threads()
         order = _order(fgraph)
-        slot: dict[int, int] = {}
-        init_values: list = []
-
-        def slot_of(v):
-            if id(v) not in slot:
-                slot[id(v)] = len(init_values)
-                init_values.append(v.value if isinstance(v, Constant) else None)
-            return slot[id(v)]
+        slot_of = Slots()
+        init_values = slot_of.init_values
         input_slots = [slot_of(v) for v in fgraph.inputs]
         result_ids = {id(o) for o in fgraph.outputs}
         plans, kernels_by_name, host_nodes = [], {}, []
@@ -650,7 +634,7 @@ class LLVMBackend(Backend):
             plans.append(plan)
         output_slots = [slot_of(o) for o in fgraph.outputs]
         # lifetimes of pooled buffers: released after the last node reading them (or a view of them)
-        self._plan_releases(plans, fgraph, slot, input_slots)
+        self._plan_releases(plans, fgraph, slot_of.ids, input_slots)
         t_lower = time.perf_counter()
         text = function_cache.graph_text(fgraph, order)
         key = function_cache.function_key(text, self.name, rt.target_info(),
