@@ -44,7 +44,7 @@ _SOURCE_HASH: dict = {}
 #: files whose contents determine the code generated for a graph
 SOURCES = ("engine/lower.py", "engine/loopopt.py", "engine/kernel_ir.py", "engine/kernel_print.py",
            "engine/lowering", "backends/llvm/backend.py", "backends/llvm/render.py", "backends/llvm/mathops.py",
-           "backends/llvm/vecmath.py",
+           "backends/llvm/vecmath.py", "backends/llvm/compile_worker.py",
            "backends/llvm/runtime.py")
 
 

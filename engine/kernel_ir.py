@@ -142,17 +142,21 @@ class Node:
     def children(self):
         """The Expr/Stmt nodes directly below this one, in field order (binding positions,
         ``Loop.var``/``Declare.var``/``Assign.var``, excluded: they are not reads)."""
+        # nodes are immutable and walked many times (printers, transforms, the renderer):
+        # the tuple is computed once per node and kept in its __dict__ (not a field)
+        try:
+            return self.__dict__["_kids"]
+        except KeyError:
+            pass
         out = []
-        skip = _BINDERS.get(type(self))
-        for f in dataclasses.fields(self):
-            if f.name == skip:
-                continue
-            v = getattr(self, f.name)
+        for name in _read_fields(type(self)):
+            v = getattr(self, name)
             if isinstance(v, Node):
                 out.append(v)
             elif isinstance(v, tuple):
                 out.extend(x for x in v if isinstance(x, Node))
-        return out
+        kids = self.__dict__["_kids"] = tuple(out)
+        return kids
 
 
 class Expr(Node):
@@ -688,6 +692,16 @@ def walk(node):
 
 
 _BINDERS = {Loop: "var", Declare: "var", Assign: "var"}
+_READ_FIELDS: dict = {}
+
+
+def _read_fields(cls):
+    """Names of the fields of a node class that may hold child nodes (binders excluded)."""
+    names = _READ_FIELDS.get(cls)
+    if names is None:
+        skip = _BINDERS.get(cls)
+        names = _READ_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.name != skip)
+    return names
 
 
 def map_nodes(node, fn):

@@ -478,11 +478,9 @@ def test_compiling_many_functions_does_not_leak(backend, record_property):
     assert after - before < 40 * 2**20, f"RSS grew {(after - before) / 2**20:.1f} MB over 200 compilations"
 
 
+# O1-O3 compiles run in compile worker processes (backends/llvm/compile_pool.py), which take
+# llvmlite's per-module native leak of the new pass manager with them
 @pytest.mark.skipif("llvm" not in NATIVE or not os.path.exists("/proc/self/statm"), reason="llvm on Linux")
-@pytest.mark.xfail(strict=False, reason="bug: every cold kernel compilation at O3 leaks ~200 KB of native memory "
-                   "(400 distinct functions: +79 MB RSS; O0 and cache hits leak nothing). llvmlite 0.47's "
-                   "new-pass-manager pipeline (create_pass_builder + getModulePassManager().run) leaks ~68 KB "
-                   "per module even after close(), so backends/llvm/runtime.py build_module needs a workaround")
 def test_cold_optimized_compilations_free_their_native_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path))          # nothing cached: every kernel compiles
     monkeypatch.setenv("KILN_LLVM_OPT", "3")

@@ -176,11 +176,11 @@ class KernelRenderer(TableRenderer):
                 self.block(s.body)
             return
         start, stop = self.expr(s.start), self.expr(s.stop)
-        vec_bufs = sorted({n.buf.name for n in kir.walk(s.body)
-                           if isinstance(n, (kir.Load, kir.Store))
-                           and isinstance(n.buf, kir.BufferParam)
-                           and (n.lanes if isinstance(n, kir.Load) else n.value.lanes) > 1})
-        if s.kind != "vectorize" or not vec_bufs or self.unit_stride:
+        vec_bufs = () if s.kind != "vectorize" or self.unit_stride else sorted(
+            {n.buf.name for n in kir.walk(s.body) if isinstance(n, (kir.Load, kir.Store))
+             and isinstance(n.buf, kir.BufferParam)
+             and (n.lanes if isinstance(n, kir.Load) else n.value.lanes) > 1})
+        if not vec_bufs:
             return self.emit_loop(name, start, stop, s.step, self.loop_body(s))
         b = self.b
         unit = None
@@ -191,9 +191,15 @@ class KernelRenderer(TableRenderer):
                             for x in ("unit_stride", "any_stride", "versions_end"))
         b.cbranch(unit, fast, slow)
         b.position_at_end(fast)
+        # in this copy the last strides are known to be 1: say so (no multiplies to render)
+        outer_bufs = dict(self.bufs)
+        for bn in vec_bufs:
+            data, dims, strides = self.bufs[bn]
+            self.bufs[bn] = (data, dims, strides[:-1] + [_i64(1)])
         self.unit_stride = True
         self.emit_loop(name, start, stop, s.step, self.loop_body(s))
         self.unit_stride = False
+        self.bufs = outer_bufs
         b.branch(done)
         b.position_at_end(slow)
         self.emit_loop(name, start, stop, s.step, self.loop_body(s))
@@ -259,9 +265,8 @@ class KernelRenderer(TableRenderer):
             return
 
         def scalar_path():
-            for k in range(lanes):
-                p = self.b.gep(ptr, [self.b.mul(_i64(k), stride)], source_etype=mem_type(s.buf.dtype))
-                self.b.store(self.b.extract_element(value, ll.Constant(I32, k)), p, align=align)
+            self.b.call(self.lane_helper("scatter", s.buf.dtype, lanes), [ptr, stride, value])
+
         def vector_path():
             self.b.store(value, ptr, align=align)
         self.stride_switch(stride, vector_path, scalar_path)
@@ -335,6 +340,39 @@ class KernelRenderer(TableRenderer):
             phi.add_incoming(v, blk)
         return phi
 
+    def lane_helper(self, kind, dtype, lanes):
+        """``kiln_gather_<dtype>x<lanes>(ptr, stride) -> vector`` or ``kiln_scatter_...(ptr,
+        stride, vector)``: a vector access along a non-unit (or 0) stride, lane by lane.
+
+        Defined once per module and never inlined: a strided vector access is rare and slow
+        anyway, and one call in place of 4 x lanes instructions per access keeps the
+        generated code (and the time LLVM spends on it) small."""
+        name = f"kiln_{kind}_{dtype}x{lanes}"
+        if name in self.m.globals:
+            return self.m.globals[name]
+        mt = mem_type(dtype)
+        vt = ll.VectorType(mt, lanes)
+        align = kir.itemsize(dtype)
+        args = [PTR, I64] + ([vt] if kind == "scatter" else [])
+        fn = ll.Function(self.m, ll.FunctionType(vt if kind == "gather" else VOID, args), name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        fn.attributes.add("noinline")
+        b = ll.IRBuilder(fn.append_basic_block("entry"))
+        ptr, stride = fn.args[:2]
+        out = ll.Constant(vt, ll.Undefined)
+        for k in range(lanes):
+            p = b.gep(ptr, [b.mul(_i64(k), stride)], source_etype=mt)
+            if kind == "gather":
+                out = b.insert_element(out, b.load(p, typ=mt, align=align), ll.Constant(I32, k))
+            else:
+                b.store(b.extract_element(fn.args[2], ll.Constant(I32, k)), p, align=align)
+        if kind == "gather":
+            b.ret(out)
+        else:
+            b.ret_void()
+        return fn
+
     # -- expressions
     def e_const(self, e):
         return self.ops.const(e.dtype, e.value)
@@ -357,11 +395,7 @@ class KernelRenderer(TableRenderer):
             return self.ops.from_mem(v, e.dtype)
 
         def lanes():
-            out = ll.Constant(ll.VectorType(mt, n), ll.Undefined)
-            for k in range(n):
-                p = b.gep(ptr, [b.mul(_i64(k), stride)], source_etype=mt)
-                out = b.insert_element(out, b.load(p, typ=mt, align=align), ll.Constant(I32, k))
-            return out
+            return b.call(self.lane_helper("gather", e.dtype, n), [ptr, stride])
         v = self.stride_switch(stride, lambda: b.load(ptr, typ=ll.VectorType(mt, n), align=align),
                                lanes)
         return self.ops.from_mem(v, e.dtype)

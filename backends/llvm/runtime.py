@@ -46,7 +46,7 @@ import llvmlite
 import llvmlite.binding as llvm
 import numpy as np
 
-from backends.llvm import render
+from backends.llvm import compile_pool, compile_worker, render
 from engine import kernel_ir as kir
 from engine.cache import cache_key, get_cache, kiln_version
 from engine.debug import debug_enabled, debug_log
@@ -54,7 +54,7 @@ from engine.errors import KilnTypeError, KilnValueError
 
 ABI_VERSION = "1"
 CACHE_NAMESPACE = "llvm-kernels"
-STATS = {"compiled": 0, "cache_hits": 0, "compile_s": 0.0, "load_s": 0.0}
+STATS = {"compiled": 0, "cache_hits": 0, "compile_s": 0.0, "load_s": 0.0, "in_workers": 0}
 
 
 class _ParallelStats(dict):
@@ -131,7 +131,7 @@ def renderer_hash():
     if "renderer_hash" not in _STATE:
         h = hashlib.sha256()
         here = os.path.dirname(os.path.abspath(render.__file__))
-        for name in ("render.py", "mathops.py", "vecmath.py"):
+        for name in ("render.py", "mathops.py", "vecmath.py", "compile_worker.py"):
             with open(os.path.join(here, name), "rb") as f:
                 h.update(f.read())
         _STATE["renderer_hash"] = h.hexdigest()
@@ -145,24 +145,20 @@ def kernel_key(kernel, opt, text=None):
                      renderer_hash(), f"O{opt}")
 
 
-def build_module(kernel, opt):
-    """Render, parse, verify and optimize a kernel: an llvm.ModuleRef."""
+def render_ir(kernel, opt):
+    """A kernel's LLVM IR text for this target (render.py; not optimized)."""
     _init()
-    tm = _emit_tm(opt)
     m = render.render_module([kernel], name=kernel.name)
     m.triple = _STATE["triple"]
-    m.data_layout = str(tm.target_data)
-    ref = llvm.parse_assembly(str(m))
+    m.data_layout = str(_emit_tm(opt).target_data)
+    return str(m)
+
+
+def build_module(kernel, opt):
+    """Render, parse, verify and optimize a kernel in this process: an llvm.ModuleRef."""
+    ref = llvm.parse_assembly(render_ir(kernel, opt))
     ref.verify()
-    if opt > 0:
-        try:
-            pto = llvm.create_pipeline_tuning_options(speed_level=opt, size_level=0)
-        except TypeError:  # llvmlite >= 0.50: no size_level
-            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-        pto.loop_vectorization = opt >= 2
-        pto.slp_vectorization = opt >= 2
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(ref, pb)
+    compile_worker.optimize(ref, _emit_tm(opt), opt)
     return ref
 
 
@@ -180,8 +176,8 @@ def compile_kernels(kernels, opt=None, cache=True):
     with _LOCK:
         _init()
         disk = get_cache(CACHE_NAMESPACE) if cache else None
-        objects, hits = [], []
-        for k in kernels:
+        objects, hits, cold = [None] * len(kernels), [False] * len(kernels), []
+        for i, k in enumerate(kernels):
             text = kir.listing(k)
             if debug_enabled("kernels"):
                 debug_log("kernels", f"{k.name} (O{opt})\n{text}{kir.loop_nest(k)}")
@@ -190,22 +186,46 @@ def compile_kernels(kernels, opt=None, cache=True):
             if entry is not None:
                 STATS["cache_hits"] += 1
                 debug_log("cache", f"hit {k.name} {key[:16]}")
-                obj = entry[0]
+                objects[i], hits[i] = entry[0], True
             else:
-                t0 = time.perf_counter()
-                obj = _emit_tm(opt).emit_object(build_module(k, opt))
-                STATS["compiled"] += 1
-                STATS["compile_s"] += time.perf_counter() - t0
-                stored = disk.put(key, obj, {"kernel": k.name, "opt": opt}) if disk else False
+                cold.append((i, len(text), key))
+        if cold:
+            t0 = time.perf_counter()
+            _compile_cold(kernels, cold, opt, objects)
+            STATS["compiled"] += len(cold)
+            STATS["compile_s"] += time.perf_counter() - t0
+            for i, _, key in cold:
+                k = kernels[i]
+                stored = disk.put(key, objects[i], {"kernel": k.name, "opt": opt}) if disk else False
                 debug_log("cache", f"miss {k.name} {key[:16]}" + (", stored" if stored else ""))
-            if debug_enabled("llvm") or debug_enabled("asm"):
+        if debug_enabled("llvm") or debug_enabled("asm"):
+            for k in kernels:
                 ref = build_module(k, opt)  # fresh: emitting code rewrites the module
                 debug_log("llvm", f"{k.name}\n{ref}")
                 if debug_enabled("asm"):
                     debug_log("asm", f"{k.name}\n{_emit_tm(opt).emit_assembly(ref)}")
-            objects.append(obj)
-            hits.append(entry is not None)
         return Program(kernels, objects, hits, opt)
+
+
+def _compile_cold(kernels, cold, opt, objects):
+    """Object code for kernels[i] of each (i, size, key) in cold, into objects[i].
+
+    Optimized compiles go to the worker processes of compile_pool.py, biggest kernel first,
+    each handed over as soon as it is rendered (the workers optimize while this process
+    renders the next); O0, or no workers: in this process. A job a worker did not finish is
+    compiled here, so a failing worker costs time, never a result (nor hides an error).
+    """
+    pool = compile_pool.get_pool(len(cold), target_info()) if opt > 0 else None
+    if pool is not None:
+        for i, _, _ in sorted(cold, key=lambda c: -c[1]):
+            if not pool.submit(i, render_ir(kernels[i], opt), opt):
+                break
+        for i, obj in pool.gather():
+            objects[i] = obj
+            STATS["in_workers"] += obj is not None
+    for i, _, _ in cold:
+        if objects[i] is None:
+            objects[i] = compile_worker.compile_ir(render_ir(kernels[i], opt), _emit_tm(opt), opt)
 
 
 class Program:
