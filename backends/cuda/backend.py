@@ -459,9 +459,16 @@ class GpuCompiledGraph(PlannedGraph):
                     raise LoweringError(f"kernel {kernel.name}: scalar parameter {p.name} "
                                         f"needs a HostScalar, given {a!r}")
                 values.append(_scalar(a.fn(px), p.dtype))
+        scratch = {}  # per call, shared by the launches of this kernel (GpuLaunch.scratch)
         for la in kernel.launches:
-            grid = self._grid(la, values)
-            self.ex.launch(kernel.handles[la.kernel.name], la, values, grid)
+            vals = values
+            if la.scratch:
+                for p, n in la.scratch:
+                    if p.name not in scratch:
+                        scratch[p.name] = call.empty((n,), p.dtype)
+                vals = values + [scratch[p.name] for p, _ in la.scratch]
+            grid = self._grid(la, vals)
+            self.ex.launch(kernel.handles[la.kernel.name], la, vals, grid)
             self.stats["launches"] += 1
 
     def _grid(self, la, values):

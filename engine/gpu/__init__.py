@@ -2,9 +2,10 @@
 
 One concern a module: target (GpuTarget, GpuLaunch, GpuKernel), exprs (helpers), scalarize,
 dependence (parallel_safe, hoist_common_loops), parts (split_parts), reduce (block-cooperative
-reductions), bind, schedule (gpu_schedule, infer_launch); kernel builders already scheduled for
-GPUs: tile_gemm (shared-memory tiled GEMM, tile sizes from the capabilities), tile_conv
-(convolutions as implicit GEMM on those tiles). engine/gpu_transforms.py re-exports.
+reductions), grid_reduce (two-pass reductions over the grid), bind, schedule (gpu_schedule,
+infer_launch); kernel builders already scheduled for GPUs: tile_gemm (shared-memory tiled
+GEMM, tile sizes from the capabilities), tile_conv (convolutions as implicit GEMM on those
+tiles). engine/gpu_transforms.py re-exports.
 
     gk = gpu_schedule(kernel, GpuTarget())      # GpuKernel(name, raw, launches)
     for launch in gk.launches:                  # launched in order (a kernel may need several)
@@ -41,9 +42,12 @@ The transforms (each a pure function of kernel IR)
     than ``GpuTarget.coop_outputs`` outputs: one block per output, the threads take strided
     parts of the reduction, then a shared-memory tree (``Barrier`` between levels);
     map loops in the same body (softmax's normalization) become thread loops;
-  * anything else (a tail ``If``, a full reduction to a scalar, a sequential scatter) runs
-    on block 0: cooperatively when it has a reduction or a parallel loop inside, else on
-    one thread.
+  * a part that reduces to block-level locals (``acc = identity; for ...: acc op= x;
+    <rest>``: a full sum, mean, max) is two launches (``grid_reduce``): up to
+    ``GpuTarget.reduce_blocks`` blocks reduce chunks into scratch partials
+    (``GpuLaunch.scratch``), then block 0 combines them in order and runs ``<rest>``;
+  * anything else (a tail ``If``, a sequential scatter) runs on block 0: cooperatively when
+    it has a reduction or a parallel loop inside, else on one thread.
 ``gpu_schedule``  scalarize -> split -> bind -> verify; kernels that already contain GPU loops
                   (a dedicated GPU builder's) are only verified, their launch inferred.
 

@@ -19,6 +19,7 @@ from engine.gpu.exprs import (
     _trip,
     _writes,
 )
+from engine.gpu.grid_reduce import two_pass
 from engine.gpu.parts import _top_groups, split_parts
 from engine.gpu.reduce import _Coop, _NoCoop
 from engine.gpu.target import GpuLaunch, GpuTarget
@@ -228,6 +229,12 @@ def bind(kernel, target=None):
     for k, stmts in enumerate(parts):
         binder.shared_bytes = 0
         groups = _top_groups(tuple(stmts))
+        name = kernel.name if len(parts) == 1 else f"{kernel.name}_p{k}"
+        two = two_pass(kernel, stmts, binder, name,
+                       lambda body, g: _grid_expr(body, g, target)) if len(groups) == 1 else None
+        if two is not None:  # a reduction to a scalar: over many blocks, then one
+            launches.extend(two)
+            continue
         out, grids = [], []
         for g in groups:
             if len(g) > 1:
@@ -241,7 +248,6 @@ def bind(kernel, target=None):
         for g in grids[1:]:
             grid = _max(grid, g)
         grid = _grid_expr(out, grid, target)
-        name = kernel.name if len(parts) == 1 else f"{kernel.name}_p{k}"
         launches.append(GpuLaunch(Kernel(name, kernel.params, tuple(out)), (binder.T, 1, 1),
                                   (grid, Const(1), Const(1))))
     return launches

@@ -24,16 +24,21 @@ class GpuTarget:
     coop_min_work: int = 32
     #: the most blocks a launch asks for (grid-stride loops cover the rest)
     max_grid: int = 1 << 20
+    #: reductions to a scalar run on up to this many blocks, then one (grid_reduce.py; 0: off)
+    reduce_blocks: int = 128
 
 
 @dataclass(frozen=True)
 class GpuLaunch:
     """One ``__global__`` function: the scheduled kernel, its block shape and its grid (ints
-    or kernel-IR expressions of the kernel's parameters; ``None``: the runtime's default)."""
+    or kernel-IR expressions of the kernel's parameters; ``None``: the runtime's default).
+    ``scratch``: ``(BufferParam, elements)`` the backend allocates per call and passes after
+    the lowered kernel's own parameters (the launches of one kernel share them by name)."""
 
     kernel: Kernel
     block: tuple
     grid: tuple
+    scratch: tuple = ()
 
     @property
     def threads(self):
