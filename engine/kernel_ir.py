@@ -709,31 +709,38 @@ def map_nodes(node, fn):
 
     Binding positions (``Loop.var``, ``Declare.var``, ``Assign.var``) are not visited.
     A tuple of statements maps to a tuple; ``fn`` may turn a statement into a tuple of them.
+    Unchanged subtrees are returned as the same objects.
     """
     if isinstance(node, tuple):
-        out = []
+        out, changed = [], False
         for s in node:
             r = map_nodes(s, fn)
-            out.extend(r if isinstance(r, tuple) else (r,))
-        return node if len(out) == len(node) and all(a is b for a, b in zip(out, node)) \
-            else tuple(out)
-    changes = {}
-    skip = _BINDERS.get(type(node))
-    for f in dataclasses.fields(node):
-        if f.name == skip:
-            continue
-        v = getattr(node, f.name)
+            if isinstance(r, tuple):
+                out.extend(r)
+                changed = changed or len(r) != 1 or r[0] is not s
+            else:
+                out.append(r)
+                changed = changed or r is not s
+        return tuple(out) if changed else node
+    if type(node) in LEAF_NODES:  # no child nodes: the common case, kept cheap
+        return fn(node)
+    changes = None
+    for name in _read_fields(type(node)):
+        v = getattr(node, name)
         if isinstance(v, Node):
             nv = map_nodes(v, fn)
-        elif isinstance(v, tuple) and any(isinstance(x, Node) for x in v):
-            nv = map_nodes(v, fn) if isinstance(v[0], Stmt) else tuple(
-                map_nodes(x, fn) if isinstance(x, Node) else x for x in v)
-            if len(nv) == len(v) and all(a is b for a, b in zip(nv, v)):
-                nv = v
+        elif isinstance(v, tuple) and v:
+            if isinstance(v[0], Stmt):
+                nv = map_nodes(v, fn)
+            else:
+                items = [map_nodes(x, fn) if isinstance(x, Node) else x for x in v]
+                nv = v if all(a is b for a, b in zip(items, v)) else tuple(items)
         else:
             continue
         if nv is not v:
-            changes[f.name] = nv
+            if changes is None:
+                changes = {}
+            changes[name] = nv
     if changes:
         node = dataclasses.replace(node, **changes)
     return fn(node)

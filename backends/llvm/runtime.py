@@ -277,23 +277,28 @@ class CompiledKernel:
         self.opt = opt
         self.cache_hit = cache_hit
         self.cfunc = _ENTRY_T(address)
-        written = {n.buf.name for n in kir.walk(kernel) if isinstance(n, kir.Store)}
-        fmt, plan = "<", []
-        for p in kernel.params:
+        self._struct = struct.Struct("<" + "".join(
+            "Q" + "q" * (2 * p.ndim) if isinstance(p, kir.BufferParam) else _SCALAR_FMT[p.dtype]
+            for p in kernel.params))
+        self._plan = None  # built on the first pack(): a warm start walks no kernel
+        self._sources = {}
+
+    def _checks(self):
+        written = {n.buf.name for n in kir.walk(self.kernel) if isinstance(n, kir.Store)}
+        plan = []
+        for p in self.kernel.params:
             if isinstance(p, kir.BufferParam):
-                fmt += "Q" + "q" * (2 * p.ndim)
                 dt = np.dtype(p.dtype)
                 plan.append((p, dt, p.ndim, dt.itemsize, p.name in written))
             else:
-                fmt += _SCALAR_FMT[p.dtype]
                 plan.append((p, None, None, _scalar_converter(p.dtype), False))
-        self._struct = struct.Struct(fmt)
-        self._plan = plan
-        self._sources = {}
+        return plan
 
     def pack(self, *args):
         """The packed argument slots (bytes) for args; raises on a bad argument."""
         plan = self._plan
+        if plan is None:
+            plan = self._plan = self._checks()
         if len(args) != len(plan):
             raise KilnTypeError(f"kernel {self.name!r} takes {len(plan)} arguments "
                                 f"({', '.join(p.name for p, *_ in plan)}), got {len(args)}")
