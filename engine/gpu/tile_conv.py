@@ -82,20 +82,23 @@ def conv_fwd_tiled(name, dtype, stride, dilation, groups, flip, ksize, bias_ndim
         d, (c, u, v) = _split3(k, KK, kw, (f"{tag}c", f"{tag}r", f"{tag}u", f"{tag}v"))
         return d, w[g * fg + m, c, _flip(u, kh, flip), _flip(v, kw, flip)]
 
-    def load_b(k, col, tag):
-        dk, (c, u, v) = _split3(k, KK, kw, (f"{tag}c", f"{tag}r", f"{tag}u", f"{tag}v"))
-        dn, (n, a, b) = _split3(col, OHW, OW, (f"{tag}n", f"{tag}q", f"{tag}a", f"{tag}b"))
-        return dk + dn, x[n, g * cg + c, a * sh + u * dh, b * sw + v * dw]
+    def b_cols(col, tag):
+        return _split3(col, OHW, OW, (f"{tag}n", f"{tag}q", f"{tag}a", f"{tag}b"))
 
-    def store(m, col, acc, tag):
-        d, (n, a, b) = _split3(col, OHW, OW, (f"{tag}n", f"{tag}q", f"{tag}a", f"{tag}b"))
-        f = Var(f"{tag}f")
+    def load_b_at(k, nab, tag):
+        dk, (c, u, v) = _split3(k, KK, kw, (f"{tag}c", f"{tag}r", f"{tag}u", f"{tag}v"))
+        n, a, b = nab
+        return dk, x[n, g * cg + c, a * sh + u * dh, b * sw + v * dw]
+
+    def store_at(m, nab, acc, tag):
+        (n, a, b), f = nab, Var(f"{tag}f")
         val = acc
         if bias is not None:
             val = val + bias[(n, f, a, b)[4 - bias.ndim:]]
-        return d + [Declare(f, g * fg + m), o.store((n, f, a, b), apply_chain(epilogue, val))]
+        return [Declare(f, g * fg + m), o.store((n, f, a, b), apply_chain(epilogue, val))]
 
-    spec = GemmSpec(dtype, fg, o.dim(0) * OHW, load_a, load_b, store, k_stop=cg * KK,
+    spec = GemmSpec(dtype, fg, o.dim(0) * OHW, load_a, None, None, k_stop=cg * KK,
+                    b_cols=b_cols, load_b_at=load_b_at, store_at=store_at,
                     nz=Const(groups), decls=lambda bz: [Declare(g, bz)],
                     prelude=[Declare(OHW, OH * OW)])
     params = (x, w) + ((bias,) if bias is not None else ()) + (o,)
@@ -113,16 +116,20 @@ def conv_grad_input_tiled(name, dtype, dilation, groups, flip, ksize, tiles=None
         d, (r, u, v) = _split3(k, KK, kw, (f"{tag}r", f"{tag}s", f"{tag}u", f"{tag}v"))
         return d, w[g * fg + r, m, _flip(u, kh, not flip), _flip(v, kw, not flip)]
 
-    def load_b(k, col, tag):
+    def b_cols(col, tag):
+        return _split3(col, HW, W_, (f"{tag}n", f"{tag}q", f"{tag}a", f"{tag}b"))
+
+    def load_b_at(k, nab, tag):
         dk, (r, u, v) = _split3(k, KK, kw, (f"{tag}r", f"{tag}s", f"{tag}u", f"{tag}v"))
-        dn, (n, a, b) = _split3(col, HW, W_, (f"{tag}n", f"{tag}q", f"{tag}a", f"{tag}b"))
-        return dk + dn, gy[n, g * fg + r, a + u * dh, b + v * dw]
+        n, a, b = nab
+        return dk, gy[n, g * fg + r, a + u * dh, b + v * dw]
 
-    def store(m, col, acc, tag):
-        d, (n, a, b) = _split3(col, HW, W_, (f"{tag}n", f"{tag}q", f"{tag}a", f"{tag}b"))
-        return d + [gx.store((n, g * cg + m, a, b), acc)]
+    def store_at(m, nab, acc, tag):
+        n, a, b = nab
+        return [gx.store((n, g * cg + m, a, b), acc)]
 
-    spec = GemmSpec(dtype, cg, gx.dim(0) * HW, load_a, load_b, store, k_stop=fg * KK,
+    spec = GemmSpec(dtype, cg, gx.dim(0) * HW, load_a, None, None, k_stop=fg * KK,
+                    b_cols=b_cols, load_b_at=load_b_at, store_at=store_at,
                     nz=Const(groups), decls=lambda bz: [Declare(g, bz)],
                     prelude=[Declare(HW, gx.dim(2) * W_)])
     return ir.Kernel(name, (gy, w, gx), tuple(tiled_gemm(spec, tiles or Tiles())))

@@ -92,8 +92,8 @@ class GemmSpec:
     M: ir.Expr
     N: ir.Expr
     load_a: Load
-    load_b: Load
-    store: Callable[[ir.Expr, ir.Expr, ir.Expr, str], list]
+    load_b: Load | None
+    store: Callable[[ir.Expr, ir.Expr, ir.Expr, str], list] | None
     k_stop: ir.Expr
     k_start: ir.Expr = field(default_factory=lambda: Const(0))
     nz: ir.Expr = field(default_factory=lambda: Const(1))
@@ -101,6 +101,13 @@ class GemmSpec:
     a_k_fastest: bool = True
     b_n_fastest: bool = True
     prelude: list = field(default_factory=list)
+    #: optional split of B's reads: ``b_cols(n, tag) -> (declares, coords)`` depends on the
+    #: output column only, ``load_b_at(k, coords, tag) -> (declares, expr)``. Then the column
+    #: coordinates (an im2col gather's divisions) are computed once per tile, not per K tile.
+    b_cols: Callable | None = None
+    load_b_at: Callable | None = None
+    #: with b_cols: ``store_at(m, coords, acc, tag)``, the store given the column's coordinates
+    store_at: Callable | None = None
 
 
 def _split(e, fast_extent, slow, fast):
@@ -108,7 +115,24 @@ def _split(e, fast_extent, slow, fast):
     return [Declare(slow, BinOp("div", e, Const(fast_extent))), Declare(fast, e - slow * fast_extent)]
 
 
-def _tile_loads(spec: GemmSpec, tiles: Tiles, t, As, Bs, row0, col0, k0, M, N, kend):
+def _hoistable(spec: GemmSpec, tiles: Tiles) -> bool:
+    """Whether every B load of a thread reads the same column: n fastest and the block's
+    threads a multiple of the tile width (element e = t + q*threads, column e mod bn)."""
+    return spec.b_cols is not None and spec.b_n_fastest and tiles.threads % tiles.bn == 0
+
+
+def _column_setup(spec: GemmSpec, tiles: Tiles, col0):
+    """(block-level declares, the thread loop computing them, coords): a thread's column
+    coordinates as per-thread locals, assigned once per tile (the accumulators' pattern)."""
+    t = Var("tsu")
+    decls, coords = spec.b_cols(col0 + (t - BinOp("div", t, Const(tiles.bn)) * tiles.bn), "bc_")
+    top = [Declare(d.var, Const(0, d.var.dtype)) for d in decls]
+    loop = Loop(t, 0, tiles.threads, [Assign(d.var, d.init) for d in decls], "thread_x")
+    return top, loop, coords
+
+
+def _tile_loads(spec: GemmSpec, tiles: Tiles, t, As, Bs, row0, col0, k0, M, N, kend,
+                hoisted=None):
     zero = Const(0.0, spec.dtype)
     out = []
     for q in range(tiles.bm * tiles.bk // tiles.threads):
@@ -121,7 +145,14 @@ def _tile_loads(spec: GemmSpec, tiles: Tiles, t, As, Bs, row0, col0, k0, M, N, k
     for q in range(tiles.bn * tiles.bk // tiles.threads):
         e, nn, kk = Var(f"eb{q}"), Var(f"nb{q}"), Var(f"kb{q}")
         split = _split(e, tiles.bn, kk, nn) if spec.b_n_fastest else _split(e, tiles.bk, nn, kk)
-        decls, val = spec.load_b(k0 + kk, col0 + nn, f"b{q}_")
+        if hoisted is not None:    # the column's coordinates were computed before the K loop
+            decls, val = spec.load_b_at(k0 + kk, hoisted, f"b{q}_")
+        elif spec.b_cols is not None:
+            dc, coords = spec.b_cols(col0 + nn, f"b{q}_")
+            decls, val = spec.load_b_at(k0 + kk, coords, f"b{q}_")
+            decls = list(dc) + list(decls)
+        else:
+            decls, val = spec.load_b(k0 + kk, col0 + nn, f"b{q}_")
         ok = ir.lt(col0 + nn, N) & ir.lt(k0 + kk, kend)
         out += [Declare(e, t + q * tiles.threads), *split,
                 If(ok, list(decls) + [Bs.store((kk, nn), val)], Bs.store((kk, nn), zero))]
@@ -152,16 +183,28 @@ def tiled_gemm(spec: GemmSpec, tiles: Tiles) -> list:
             [Assign(acc[i][j], FMA(av[i], bv[j], acc[i][j])) for i in range(RM) for j in range(RN)])
     mac = coords(tc) + [Loop(p, 0, tiles.bk, step, "unroll")]
     stores = coords(ts)
+    cols = [Var(f"c{j}") for j in range(RN)]
+    stores += [Declare(cols[j], col0 + tx + TX * j) for j in range(RN)]
+    at = [None] * RN
+    if spec.store_at is not None:  # a thread's RN columns decomposed once, not per row
+        for j in range(RN):
+            decls, at[j] = spec.b_cols(cols[j], f"sc{j}_")
+            stores += decls
     for i in range(RM):
         for j in range(RN):
-            r, c = Var(f"r{i}{j}"), Var(f"c{i}{j}")
-            stores += [Declare(r, row0 + ty + TY * i), Declare(c, col0 + tx + TX * j),
-                       If(ir.lt(r, M) & ir.lt(c, N), spec.store(r, c, acc[i][j], f"e{i}{j}_"))]
-    loads = _tile_loads(spec, tiles, tl, As, Bs, row0, col0, k0, M, N, kend)
+            r = Var(f"r{i}{j}")
+            st = spec.store(r, cols[j], acc[i][j], f"e{i}{j}_") if at[j] is None else \
+                spec.store_at(r, at[j], acc[i][j], f"e{i}{j}_")
+            stores += [Declare(r, row0 + ty + TY * i), If(ir.lt(r, M) & ir.lt(cols[j], N), st)]
+    setup, hoisted = [], None
+    if _hoistable(spec, tiles):
+        top, loop, hoisted = _column_setup(spec, tiles, col0)
+        setup = top + [loop]
+    loads = _tile_loads(spec, tiles, tl, As, Bs, row0, col0, k0, M, N, kend, hoisted)
     ktiles = BinOp("div", kend - Var("kbeg") + (tiles.bk - 1), Const(tiles.bk))
     tile = ([Alloc(As), Alloc(Bs)] +
             [Declare(acc[i][j], Const(0.0, dtype)) for i in range(RM) for j in range(RN)] +
-            [Loop(kt, 0, ktiles, [
+            setup + [Loop(kt, 0, ktiles, [
                 Loop(tl, 0, T, loads, "thread_x"), Barrier(),
                 Loop(tc, 0, T, mac, "thread_x"), Barrier()]),
              Loop(ts, 0, T, stores, "thread_x")])

@@ -60,6 +60,16 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
         float acc31 = 0.0f;
         float acc32 = 0.0f;
         float acc33 = 0.0f;
+        long long bc_n = 0LL;
+        long long bc_q = 0LL;
+        long long bc_a = 0LL;
+        long long bc_b = 0LL;
+        for (long long tsu = threadIdx.x; tsu < 16LL; tsu += blockDim.x) {  // thread_x
+          bc_n = kiln_div_i64((bn * 16LL) + (tsu - ((tsu / 16LL) * 16LL)), OHW);
+          bc_q = ((bn * 16LL) + (tsu - ((tsu / 16LL) * 16LL))) - (bc_n * OHW);
+          bc_a = kiln_div_i64(bc_q, out_shape3);
+          bc_b = bc_q - (bc_a * out_shape3);
+        }
         for (long long kt = 0LL; kt < (((kend - kbeg) + 7LL) / 8LL); ++kt) {
           for (long long tl = threadIdx.x; tl < 16LL; tl += blockDim.x) {  // thread_x
             long long ea0 = tl + 0LL;
@@ -166,11 +176,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b0_r = ((kbeg + (kt * 8LL)) + kb0) - (b0_c * 9LL);
               long long b0_u = b0_r / 3LL;
               long long b0_v = b0_r - (b0_u * 3LL);
-              long long b0_n = kiln_div_i64((bn * 16LL) + nb0, OHW);
-              long long b0_q = ((bn * 16LL) + nb0) - (b0_n * OHW);
-              long long b0_a = kiln_div_i64(b0_q, out_shape3);
-              long long b0_b = b0_q - (b0_a * out_shape3);
-              Bs[kb0 * 17 + nb0] = x[b0_n * x_stride0 + ((g * w_shape1) + b0_c) * x_stride1 + ((b0_a * 1LL) + (b0_u * 1LL)) * x_stride2 + ((b0_b * 1LL) + (b0_v * 1LL)) * x_stride3];
+              Bs[kb0 * 17 + nb0] = x[bc_n * x_stride0 + ((g * w_shape1) + b0_c) * x_stride1 + ((bc_a * 1LL) + (b0_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b0_v * 1LL)) * x_stride3];
             } else {
               Bs[kb0 * 17 + nb0] = 0.0f;
             }
@@ -182,11 +188,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b1_r = ((kbeg + (kt * 8LL)) + kb1) - (b1_c * 9LL);
               long long b1_u = b1_r / 3LL;
               long long b1_v = b1_r - (b1_u * 3LL);
-              long long b1_n = kiln_div_i64((bn * 16LL) + nb1, OHW);
-              long long b1_q = ((bn * 16LL) + nb1) - (b1_n * OHW);
-              long long b1_a = kiln_div_i64(b1_q, out_shape3);
-              long long b1_b = b1_q - (b1_a * out_shape3);
-              Bs[kb1 * 17 + nb1] = x[b1_n * x_stride0 + ((g * w_shape1) + b1_c) * x_stride1 + ((b1_a * 1LL) + (b1_u * 1LL)) * x_stride2 + ((b1_b * 1LL) + (b1_v * 1LL)) * x_stride3];
+              Bs[kb1 * 17 + nb1] = x[bc_n * x_stride0 + ((g * w_shape1) + b1_c) * x_stride1 + ((bc_a * 1LL) + (b1_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b1_v * 1LL)) * x_stride3];
             } else {
               Bs[kb1 * 17 + nb1] = 0.0f;
             }
@@ -198,11 +200,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b2_r = ((kbeg + (kt * 8LL)) + kb2) - (b2_c * 9LL);
               long long b2_u = b2_r / 3LL;
               long long b2_v = b2_r - (b2_u * 3LL);
-              long long b2_n = kiln_div_i64((bn * 16LL) + nb2, OHW);
-              long long b2_q = ((bn * 16LL) + nb2) - (b2_n * OHW);
-              long long b2_a = kiln_div_i64(b2_q, out_shape3);
-              long long b2_b = b2_q - (b2_a * out_shape3);
-              Bs[kb2 * 17 + nb2] = x[b2_n * x_stride0 + ((g * w_shape1) + b2_c) * x_stride1 + ((b2_a * 1LL) + (b2_u * 1LL)) * x_stride2 + ((b2_b * 1LL) + (b2_v * 1LL)) * x_stride3];
+              Bs[kb2 * 17 + nb2] = x[bc_n * x_stride0 + ((g * w_shape1) + b2_c) * x_stride1 + ((bc_a * 1LL) + (b2_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b2_v * 1LL)) * x_stride3];
             } else {
               Bs[kb2 * 17 + nb2] = 0.0f;
             }
@@ -214,11 +212,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b3_r = ((kbeg + (kt * 8LL)) + kb3) - (b3_c * 9LL);
               long long b3_u = b3_r / 3LL;
               long long b3_v = b3_r - (b3_u * 3LL);
-              long long b3_n = kiln_div_i64((bn * 16LL) + nb3, OHW);
-              long long b3_q = ((bn * 16LL) + nb3) - (b3_n * OHW);
-              long long b3_a = kiln_div_i64(b3_q, out_shape3);
-              long long b3_b = b3_q - (b3_a * out_shape3);
-              Bs[kb3 * 17 + nb3] = x[b3_n * x_stride0 + ((g * w_shape1) + b3_c) * x_stride1 + ((b3_a * 1LL) + (b3_u * 1LL)) * x_stride2 + ((b3_b * 1LL) + (b3_v * 1LL)) * x_stride3];
+              Bs[kb3 * 17 + nb3] = x[bc_n * x_stride0 + ((g * w_shape1) + b3_c) * x_stride1 + ((bc_a * 1LL) + (b3_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b3_v * 1LL)) * x_stride3];
             } else {
               Bs[kb3 * 17 + nb3] = 0.0f;
             }
@@ -230,11 +224,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b4_r = ((kbeg + (kt * 8LL)) + kb4) - (b4_c * 9LL);
               long long b4_u = b4_r / 3LL;
               long long b4_v = b4_r - (b4_u * 3LL);
-              long long b4_n = kiln_div_i64((bn * 16LL) + nb4, OHW);
-              long long b4_q = ((bn * 16LL) + nb4) - (b4_n * OHW);
-              long long b4_a = kiln_div_i64(b4_q, out_shape3);
-              long long b4_b = b4_q - (b4_a * out_shape3);
-              Bs[kb4 * 17 + nb4] = x[b4_n * x_stride0 + ((g * w_shape1) + b4_c) * x_stride1 + ((b4_a * 1LL) + (b4_u * 1LL)) * x_stride2 + ((b4_b * 1LL) + (b4_v * 1LL)) * x_stride3];
+              Bs[kb4 * 17 + nb4] = x[bc_n * x_stride0 + ((g * w_shape1) + b4_c) * x_stride1 + ((bc_a * 1LL) + (b4_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b4_v * 1LL)) * x_stride3];
             } else {
               Bs[kb4 * 17 + nb4] = 0.0f;
             }
@@ -246,11 +236,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b5_r = ((kbeg + (kt * 8LL)) + kb5) - (b5_c * 9LL);
               long long b5_u = b5_r / 3LL;
               long long b5_v = b5_r - (b5_u * 3LL);
-              long long b5_n = kiln_div_i64((bn * 16LL) + nb5, OHW);
-              long long b5_q = ((bn * 16LL) + nb5) - (b5_n * OHW);
-              long long b5_a = kiln_div_i64(b5_q, out_shape3);
-              long long b5_b = b5_q - (b5_a * out_shape3);
-              Bs[kb5 * 17 + nb5] = x[b5_n * x_stride0 + ((g * w_shape1) + b5_c) * x_stride1 + ((b5_a * 1LL) + (b5_u * 1LL)) * x_stride2 + ((b5_b * 1LL) + (b5_v * 1LL)) * x_stride3];
+              Bs[kb5 * 17 + nb5] = x[bc_n * x_stride0 + ((g * w_shape1) + b5_c) * x_stride1 + ((bc_a * 1LL) + (b5_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b5_v * 1LL)) * x_stride3];
             } else {
               Bs[kb5 * 17 + nb5] = 0.0f;
             }
@@ -262,11 +248,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b6_r = ((kbeg + (kt * 8LL)) + kb6) - (b6_c * 9LL);
               long long b6_u = b6_r / 3LL;
               long long b6_v = b6_r - (b6_u * 3LL);
-              long long b6_n = kiln_div_i64((bn * 16LL) + nb6, OHW);
-              long long b6_q = ((bn * 16LL) + nb6) - (b6_n * OHW);
-              long long b6_a = kiln_div_i64(b6_q, out_shape3);
-              long long b6_b = b6_q - (b6_a * out_shape3);
-              Bs[kb6 * 17 + nb6] = x[b6_n * x_stride0 + ((g * w_shape1) + b6_c) * x_stride1 + ((b6_a * 1LL) + (b6_u * 1LL)) * x_stride2 + ((b6_b * 1LL) + (b6_v * 1LL)) * x_stride3];
+              Bs[kb6 * 17 + nb6] = x[bc_n * x_stride0 + ((g * w_shape1) + b6_c) * x_stride1 + ((bc_a * 1LL) + (b6_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b6_v * 1LL)) * x_stride3];
             } else {
               Bs[kb6 * 17 + nb6] = 0.0f;
             }
@@ -278,11 +260,7 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
               long long b7_r = ((kbeg + (kt * 8LL)) + kb7) - (b7_c * 9LL);
               long long b7_u = b7_r / 3LL;
               long long b7_v = b7_r - (b7_u * 3LL);
-              long long b7_n = kiln_div_i64((bn * 16LL) + nb7, OHW);
-              long long b7_q = ((bn * 16LL) + nb7) - (b7_n * OHW);
-              long long b7_a = kiln_div_i64(b7_q, out_shape3);
-              long long b7_b = b7_q - (b7_a * out_shape3);
-              Bs[kb7 * 17 + nb7] = x[b7_n * x_stride0 + ((g * w_shape1) + b7_c) * x_stride1 + ((b7_a * 1LL) + (b7_u * 1LL)) * x_stride2 + ((b7_b * 1LL) + (b7_v * 1LL)) * x_stride3];
+              Bs[kb7 * 17 + nb7] = x[bc_n * x_stride0 + ((g * w_shape1) + b7_c) * x_stride1 + ((bc_a * 1LL) + (b7_u * 1LL)) * x_stride2 + ((bc_b * 1LL) + (b7_v * 1LL)) * x_stride3];
             } else {
               Bs[kb7 * 17 + nb7] = 0.0f;
             }
@@ -324,165 +302,105 @@ extern "C" __global__ void __launch_bounds__(16) conv_fwd_tiled(
         for (long long ts = threadIdx.x; ts < 16LL; ts += blockDim.x) {  // thread_x
           long long ty = ts / 4LL;
           long long tx = ts - ((ts / 4LL) * 4LL);
+          long long c0 = ((bn * 16LL) + tx) + 0LL;
+          long long c1 = ((bn * 16LL) + tx) + 4LL;
+          long long c2 = ((bn * 16LL) + tx) + 8LL;
+          long long c3 = ((bn * 16LL) + tx) + 12LL;
+          long long sc0_n = kiln_div_i64(c0, OHW);
+          long long sc0_q = c0 - (sc0_n * OHW);
+          long long sc0_a = kiln_div_i64(sc0_q, out_shape3);
+          long long sc0_b = sc0_q - (sc0_a * out_shape3);
+          long long sc1_n = kiln_div_i64(c1, OHW);
+          long long sc1_q = c1 - (sc1_n * OHW);
+          long long sc1_a = kiln_div_i64(sc1_q, out_shape3);
+          long long sc1_b = sc1_q - (sc1_a * out_shape3);
+          long long sc2_n = kiln_div_i64(c2, OHW);
+          long long sc2_q = c2 - (sc2_n * OHW);
+          long long sc2_a = kiln_div_i64(sc2_q, out_shape3);
+          long long sc2_b = sc2_q - (sc2_a * out_shape3);
+          long long sc3_n = kiln_div_i64(c3, OHW);
+          long long sc3_q = c3 - (sc3_n * OHW);
+          long long sc3_a = kiln_div_i64(sc3_q, out_shape3);
+          long long sc3_b = sc3_q - (sc3_a * out_shape3);
           long long r00 = ((bm * 16LL) + ty) + 0LL;
-          long long c00 = ((bn * 16LL) + tx) + 0LL;
-          if (((r00 < M) & (c00 < N)) != 0) {
-            long long e00_n = kiln_div_i64(c00, OHW);
-            long long e00_q = c00 - (e00_n * OHW);
-            long long e00_a = kiln_div_i64(e00_q, out_shape3);
-            long long e00_b = e00_q - (e00_a * out_shape3);
+          if (((r00 < M) & (c0 < N)) != 0) {
             long long e00_f = (g * w_shape0) + r00;
-            out[e00_n * out_stride0 + e00_f * out_stride1 + e00_a * out_stride2 + e00_b * out_stride3] = acc00;
+            out[sc0_n * out_stride0 + e00_f * out_stride1 + sc0_a * out_stride2 + sc0_b * out_stride3] = acc00;
           }
           long long r01 = ((bm * 16LL) + ty) + 0LL;
-          long long c01 = ((bn * 16LL) + tx) + 4LL;
-          if (((r01 < M) & (c01 < N)) != 0) {
-            long long e01_n = kiln_div_i64(c01, OHW);
-            long long e01_q = c01 - (e01_n * OHW);
-            long long e01_a = kiln_div_i64(e01_q, out_shape3);
-            long long e01_b = e01_q - (e01_a * out_shape3);
+          if (((r01 < M) & (c1 < N)) != 0) {
             long long e01_f = (g * w_shape0) + r01;
-            out[e01_n * out_stride0 + e01_f * out_stride1 + e01_a * out_stride2 + e01_b * out_stride3] = acc01;
+            out[sc1_n * out_stride0 + e01_f * out_stride1 + sc1_a * out_stride2 + sc1_b * out_stride3] = acc01;
           }
           long long r02 = ((bm * 16LL) + ty) + 0LL;
-          long long c02 = ((bn * 16LL) + tx) + 8LL;
-          if (((r02 < M) & (c02 < N)) != 0) {
-            long long e02_n = kiln_div_i64(c02, OHW);
-            long long e02_q = c02 - (e02_n * OHW);
-            long long e02_a = kiln_div_i64(e02_q, out_shape3);
-            long long e02_b = e02_q - (e02_a * out_shape3);
+          if (((r02 < M) & (c2 < N)) != 0) {
             long long e02_f = (g * w_shape0) + r02;
-            out[e02_n * out_stride0 + e02_f * out_stride1 + e02_a * out_stride2 + e02_b * out_stride3] = acc02;
+            out[sc2_n * out_stride0 + e02_f * out_stride1 + sc2_a * out_stride2 + sc2_b * out_stride3] = acc02;
           }
           long long r03 = ((bm * 16LL) + ty) + 0LL;
-          long long c03 = ((bn * 16LL) + tx) + 12LL;
-          if (((r03 < M) & (c03 < N)) != 0) {
-            long long e03_n = kiln_div_i64(c03, OHW);
-            long long e03_q = c03 - (e03_n * OHW);
-            long long e03_a = kiln_div_i64(e03_q, out_shape3);
-            long long e03_b = e03_q - (e03_a * out_shape3);
+          if (((r03 < M) & (c3 < N)) != 0) {
             long long e03_f = (g * w_shape0) + r03;
-            out[e03_n * out_stride0 + e03_f * out_stride1 + e03_a * out_stride2 + e03_b * out_stride3] = acc03;
+            out[sc3_n * out_stride0 + e03_f * out_stride1 + sc3_a * out_stride2 + sc3_b * out_stride3] = acc03;
           }
           long long r10 = ((bm * 16LL) + ty) + 4LL;
-          long long c10 = ((bn * 16LL) + tx) + 0LL;
-          if (((r10 < M) & (c10 < N)) != 0) {
-            long long e10_n = kiln_div_i64(c10, OHW);
-            long long e10_q = c10 - (e10_n * OHW);
-            long long e10_a = kiln_div_i64(e10_q, out_shape3);
-            long long e10_b = e10_q - (e10_a * out_shape3);
+          if (((r10 < M) & (c0 < N)) != 0) {
             long long e10_f = (g * w_shape0) + r10;
-            out[e10_n * out_stride0 + e10_f * out_stride1 + e10_a * out_stride2 + e10_b * out_stride3] = acc10;
+            out[sc0_n * out_stride0 + e10_f * out_stride1 + sc0_a * out_stride2 + sc0_b * out_stride3] = acc10;
           }
           long long r11 = ((bm * 16LL) + ty) + 4LL;
-          long long c11 = ((bn * 16LL) + tx) + 4LL;
-          if (((r11 < M) & (c11 < N)) != 0) {
-            long long e11_n = kiln_div_i64(c11, OHW);
-            long long e11_q = c11 - (e11_n * OHW);
-            long long e11_a = kiln_div_i64(e11_q, out_shape3);
-            long long e11_b = e11_q - (e11_a * out_shape3);
+          if (((r11 < M) & (c1 < N)) != 0) {
             long long e11_f = (g * w_shape0) + r11;
-            out[e11_n * out_stride0 + e11_f * out_stride1 + e11_a * out_stride2 + e11_b * out_stride3] = acc11;
+            out[sc1_n * out_stride0 + e11_f * out_stride1 + sc1_a * out_stride2 + sc1_b * out_stride3] = acc11;
           }
           long long r12 = ((bm * 16LL) + ty) + 4LL;
-          long long c12 = ((bn * 16LL) + tx) + 8LL;
-          if (((r12 < M) & (c12 < N)) != 0) {
-            long long e12_n = kiln_div_i64(c12, OHW);
-            long long e12_q = c12 - (e12_n * OHW);
-            long long e12_a = kiln_div_i64(e12_q, out_shape3);
-            long long e12_b = e12_q - (e12_a * out_shape3);
+          if (((r12 < M) & (c2 < N)) != 0) {
             long long e12_f = (g * w_shape0) + r12;
-            out[e12_n * out_stride0 + e12_f * out_stride1 + e12_a * out_stride2 + e12_b * out_stride3] = acc12;
+            out[sc2_n * out_stride0 + e12_f * out_stride1 + sc2_a * out_stride2 + sc2_b * out_stride3] = acc12;
           }
           long long r13 = ((bm * 16LL) + ty) + 4LL;
-          long long c13 = ((bn * 16LL) + tx) + 12LL;
-          if (((r13 < M) & (c13 < N)) != 0) {
-            long long e13_n = kiln_div_i64(c13, OHW);
-            long long e13_q = c13 - (e13_n * OHW);
-            long long e13_a = kiln_div_i64(e13_q, out_shape3);
-            long long e13_b = e13_q - (e13_a * out_shape3);
+          if (((r13 < M) & (c3 < N)) != 0) {
             long long e13_f = (g * w_shape0) + r13;
-            out[e13_n * out_stride0 + e13_f * out_stride1 + e13_a * out_stride2 + e13_b * out_stride3] = acc13;
+            out[sc3_n * out_stride0 + e13_f * out_stride1 + sc3_a * out_stride2 + sc3_b * out_stride3] = acc13;
           }
           long long r20 = ((bm * 16LL) + ty) + 8LL;
-          long long c20 = ((bn * 16LL) + tx) + 0LL;
-          if (((r20 < M) & (c20 < N)) != 0) {
-            long long e20_n = kiln_div_i64(c20, OHW);
-            long long e20_q = c20 - (e20_n * OHW);
-            long long e20_a = kiln_div_i64(e20_q, out_shape3);
-            long long e20_b = e20_q - (e20_a * out_shape3);
+          if (((r20 < M) & (c0 < N)) != 0) {
             long long e20_f = (g * w_shape0) + r20;
-            out[e20_n * out_stride0 + e20_f * out_stride1 + e20_a * out_stride2 + e20_b * out_stride3] = acc20;
+            out[sc0_n * out_stride0 + e20_f * out_stride1 + sc0_a * out_stride2 + sc0_b * out_stride3] = acc20;
           }
           long long r21 = ((bm * 16LL) + ty) + 8LL;
-          long long c21 = ((bn * 16LL) + tx) + 4LL;
-          if (((r21 < M) & (c21 < N)) != 0) {
-            long long e21_n = kiln_div_i64(c21, OHW);
-            long long e21_q = c21 - (e21_n * OHW);
-            long long e21_a = kiln_div_i64(e21_q, out_shape3);
-            long long e21_b = e21_q - (e21_a * out_shape3);
+          if (((r21 < M) & (c1 < N)) != 0) {
             long long e21_f = (g * w_shape0) + r21;
-            out[e21_n * out_stride0 + e21_f * out_stride1 + e21_a * out_stride2 + e21_b * out_stride3] = acc21;
+            out[sc1_n * out_stride0 + e21_f * out_stride1 + sc1_a * out_stride2 + sc1_b * out_stride3] = acc21;
           }
           long long r22 = ((bm * 16LL) + ty) + 8LL;
-          long long c22 = ((bn * 16LL) + tx) + 8LL;
-          if (((r22 < M) & (c22 < N)) != 0) {
-            long long e22_n = kiln_div_i64(c22, OHW);
-            long long e22_q = c22 - (e22_n * OHW);
-            long long e22_a = kiln_div_i64(e22_q, out_shape3);
-            long long e22_b = e22_q - (e22_a * out_shape3);
+          if (((r22 < M) & (c2 < N)) != 0) {
             long long e22_f = (g * w_shape0) + r22;
-            out[e22_n * out_stride0 + e22_f * out_stride1 + e22_a * out_stride2 + e22_b * out_stride3] = acc22;
+            out[sc2_n * out_stride0 + e22_f * out_stride1 + sc2_a * out_stride2 + sc2_b * out_stride3] = acc22;
           }
           long long r23 = ((bm * 16LL) + ty) + 8LL;
-          long long c23 = ((bn * 16LL) + tx) + 12LL;
-          if (((r23 < M) & (c23 < N)) != 0) {
-            long long e23_n = kiln_div_i64(c23, OHW);
-            long long e23_q = c23 - (e23_n * OHW);
-            long long e23_a = kiln_div_i64(e23_q, out_shape3);
-            long long e23_b = e23_q - (e23_a * out_shape3);
+          if (((r23 < M) & (c3 < N)) != 0) {
             long long e23_f = (g * w_shape0) + r23;
-            out[e23_n * out_stride0 + e23_f * out_stride1 + e23_a * out_stride2 + e23_b * out_stride3] = acc23;
+            out[sc3_n * out_stride0 + e23_f * out_stride1 + sc3_a * out_stride2 + sc3_b * out_stride3] = acc23;
           }
           long long r30 = ((bm * 16LL) + ty) + 12LL;
-          long long c30 = ((bn * 16LL) + tx) + 0LL;
-          if (((r30 < M) & (c30 < N)) != 0) {
-            long long e30_n = kiln_div_i64(c30, OHW);
-            long long e30_q = c30 - (e30_n * OHW);
-            long long e30_a = kiln_div_i64(e30_q, out_shape3);
-            long long e30_b = e30_q - (e30_a * out_shape3);
+          if (((r30 < M) & (c0 < N)) != 0) {
             long long e30_f = (g * w_shape0) + r30;
-            out[e30_n * out_stride0 + e30_f * out_stride1 + e30_a * out_stride2 + e30_b * out_stride3] = acc30;
+            out[sc0_n * out_stride0 + e30_f * out_stride1 + sc0_a * out_stride2 + sc0_b * out_stride3] = acc30;
           }
           long long r31 = ((bm * 16LL) + ty) + 12LL;
-          long long c31 = ((bn * 16LL) + tx) + 4LL;
-          if (((r31 < M) & (c31 < N)) != 0) {
-            long long e31_n = kiln_div_i64(c31, OHW);
-            long long e31_q = c31 - (e31_n * OHW);
-            long long e31_a = kiln_div_i64(e31_q, out_shape3);
-            long long e31_b = e31_q - (e31_a * out_shape3);
+          if (((r31 < M) & (c1 < N)) != 0) {
             long long e31_f = (g * w_shape0) + r31;
-            out[e31_n * out_stride0 + e31_f * out_stride1 + e31_a * out_stride2 + e31_b * out_stride3] = acc31;
+            out[sc1_n * out_stride0 + e31_f * out_stride1 + sc1_a * out_stride2 + sc1_b * out_stride3] = acc31;
           }
           long long r32 = ((bm * 16LL) + ty) + 12LL;
-          long long c32 = ((bn * 16LL) + tx) + 8LL;
-          if (((r32 < M) & (c32 < N)) != 0) {
-            long long e32_n = kiln_div_i64(c32, OHW);
-            long long e32_q = c32 - (e32_n * OHW);
-            long long e32_a = kiln_div_i64(e32_q, out_shape3);
-            long long e32_b = e32_q - (e32_a * out_shape3);
+          if (((r32 < M) & (c2 < N)) != 0) {
             long long e32_f = (g * w_shape0) + r32;
-            out[e32_n * out_stride0 + e32_f * out_stride1 + e32_a * out_stride2 + e32_b * out_stride3] = acc32;
+            out[sc2_n * out_stride0 + e32_f * out_stride1 + sc2_a * out_stride2 + sc2_b * out_stride3] = acc32;
           }
           long long r33 = ((bm * 16LL) + ty) + 12LL;
-          long long c33 = ((bn * 16LL) + tx) + 12LL;
-          if (((r33 < M) & (c33 < N)) != 0) {
-            long long e33_n = kiln_div_i64(c33, OHW);
-            long long e33_q = c33 - (e33_n * OHW);
-            long long e33_a = kiln_div_i64(e33_q, out_shape3);
-            long long e33_b = e33_q - (e33_a * out_shape3);
+          if (((r33 < M) & (c3 < N)) != 0) {
             long long e33_f = (g * w_shape0) + r33;
-            out[e33_n * out_stride0 + e33_f * out_stride1 + e33_a * out_stride2 + e33_b * out_stride3] = acc33;
+            out[sc3_n * out_stride0 + e33_f * out_stride1 + sc3_a * out_stride2 + sc3_b * out_stride3] = acc33;
           }
         }
       }
