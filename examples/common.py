@@ -131,6 +131,10 @@ def early_stopping(train_fn: Callable[[int], Any], n_train_batches: int, validat
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(cost=f"{history['train_cost'][-1]:.4f}", valid=f"{100 * best_valid:.2f}%",
                             test=f"{100 * test_score:.2f}%")
+        if getattr(bar, "disable", True):  # no progress bar: one line per epoch, as the tutorials print
+            print(f"{desc} epoch {epoch}: cost {history['train_cost'][-1]:.4f}, validation error "
+                  f"{100 * history['valid_error'][-1]:.2f} %, best {100 * best_valid:.2f} % (test "
+                  f"{100 * test_score:.2f} %), {history['seconds'][-1]:.0f} s", flush=True)
         if done:
             break
     if hasattr(bar, "close"):
