@@ -22,6 +22,7 @@ a repeated call costs one tuple comparison (``x + 1`` on 10 floats: no measurabl
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 
@@ -74,10 +75,21 @@ class ShapeOnly(np.ndarray):
         return super().__array_function__(func, types, args, kwargs)
 
 
+_STAND_INS: dict = {}  # (shape, dtype) -> a read-only ShapeOnly, shared (it holds no data)
+
+
 def shape_only(shape: tuple, dtype) -> ShapeOnly:
-    dtype = np.dtype(dtype)
-    return np.ndarray.__new__(ShapeOnly, tuple(int(d) for d in shape), dtype, _BUFFER[:dtype.itemsize],
-                              0, (0,) * len(shape))
+    key = (tuple(shape), dtype)
+    found = _STAND_INS.get(key)
+    if found is None:
+        dt = np.dtype(dtype)
+        found = np.ndarray.__new__(ShapeOnly, tuple(int(d) for d in shape), dt, _BUFFER[:dt.itemsize], 0,
+                                   (0,) * len(key[0]))
+        found.flags.writeable = False
+        if len(_STAND_INS) > 4096:
+            _STAND_INS.clear()
+        _STAND_INS[key] = found
+    return found
 
 
 def _is_value_dtype(dtype) -> bool:
@@ -108,6 +120,13 @@ class ShapeChecker:
         #: the function inputs whose small values may decide shapes (integer, bool or 0-d)
         self.value_inputs = [k for k, v in enumerate(fgraph.inputs[:self.n_user])
                              if v.ndim == 0 or _is_value_dtype(np.dtype(v.dtype))]
+        #: per plan: may its results be computed on the host when its inputs are real (integer
+        #: results only, never a random draw)
+        self._steps = [(p, all(_is_value_dtype(d) for d in p.dtypes) and type(p.node.op).__name__ != "RandomVariable")
+                       for p in plans]
+        #: per node: what it gave for the input shapes (and small values) seen before, so that
+        #: a call whose values differ (a minibatch index) redoes only the nodes that read them
+        self._node_memos: list[dict] = [{} for _ in plans]
         self._memo: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
@@ -128,17 +147,29 @@ class ShapeChecker:
         vals = list(self.init_values)
         for k, (slot, a) in enumerate(zip(self.input_slots, arrays)):
             vals[slot] = _stand_in(a, k < self.n_user)
-        for plan in self.plans:
+        unknown: set = set()  # slots downstream of a node the pass could not follow
+        for (plan, value_results), memo in zip(self._steps, self._node_memos):
+            if unknown and not unknown.isdisjoint(plan.in_slots):
+                unknown.update(plan.out_slots)
+                continue
             ins = [vals[s] for s in plan.in_slots]
-            if any(v is None for v in ins):  # downstream of a node the pass could not follow
-                continue
-            try:
-                outs = _outputs(plan, ins)
-            except ValueUnknown:
-                continue
-            except KilnError:
-                raise
-            except Exception:  # noqa: BLE001 - not a check: the node's own run reports it in context
+            key = _node_key(ins)
+            outs = memo.get(key) if key is not None else None
+            if outs is None:
+                try:
+                    outs = _outputs(plan, ins, value_results)
+                except KilnError:
+                    raise
+                except ValueUnknown:
+                    outs = _value_free_outputs(plan, ins)
+                except Exception:  # noqa: BLE001 - not a check: the node's own run reports it in context
+                    outs = _UNKNOWN
+                if key is not None:
+                    if len(memo) >= MEMO_SIZE:
+                        memo.clear()
+                    memo[key] = outs
+            if outs is _UNKNOWN:
+                unknown.update(plan.out_slots)
                 continue
             for s, v in zip(plan.out_slots, outs):
                 vals[s] = v
@@ -148,11 +179,28 @@ class ShapeChecker:
                 self._memo.popitem(last=False)
 
 
+_UNKNOWN = "unknown"  # a node's memoized outcome: the pass cannot follow it
+
+
+def _node_key(ins: list) -> tuple | None:
+    """What a node's outcome depends on: its inputs' shapes and dtypes, and the bytes of real
+    values (None, not memoized, when a real value is large)."""
+    key = []
+    for v in ins:
+        if type(v) is ShapeOnly:
+            key.append((v.shape, v.dtype.char))
+        elif v.size <= SMALL_VALUE:
+            key.append((v.tobytes(), v.shape, v.dtype.char))
+        else:
+            return None
+    return tuple(key)
+
+
 def _real(values: list) -> bool:
     return not any(isinstance(v, ShapeOnly) for v in values)
 
 
-def _outputs(plan, ins: list) -> list:
+def _outputs(plan, ins: list, value_results: bool) -> list:
     node = plan.node
     real = _real(ins)
     if plan.host:
@@ -171,11 +219,27 @@ def _outputs(plan, ins: list) -> list:
         if low.output_shapes is None:
             raise ValueUnknown
     shapes = low.output_shapes(ins)
-    small = all(_is_value_dtype(d) for d in plan.dtypes) and \
-        sum(int(np.prod(s)) for s in shapes) <= SMALL_RESULT
-    if real and small and type(node.op).__name__ != "RandomVariable":
+    if real and value_results and sum(math.prod(s) for s in shapes) <= SMALL_RESULT:
         return _oracle(node, ins)
     return [shape_only(s, d) for s, d in zip(shapes, plan.dtypes)]
+
+
+#: output shapes of ops whose lowering reads index values (a bounds check) before it gives
+#: shapes that depend on shapes only: the pass goes on past them (their own check runs later)
+_VALUE_FREE_SHAPES = {
+    "AdvancedSubtensor": lambda ins: np.broadcast_shapes(*[i.shape for i in ins[1:]]) + ins[0].shape[len(ins) - 1:],
+    "AdvancedIncSubtensor": lambda ins: ins[0].shape,
+}
+
+
+def _value_free_outputs(plan, ins: list):
+    rule = _VALUE_FREE_SHAPES.get(type(plan.node.op).__name__)
+    if rule is None or len(plan.dtypes) != 1:
+        return _UNKNOWN
+    try:
+        return [shape_only(rule(ins), plan.dtypes[0])]
+    except ValueError:  # indices that do not broadcast: the node reports it when it runs
+        return _UNKNOWN
 
 
 def _oracle(node, ins: list) -> list:

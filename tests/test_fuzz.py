@@ -185,6 +185,18 @@ def test_verify_grad_of_prod_with_zeros(axis):
     engine.verify_grad(lambda a: T.prod(a, axis=axis), [rows.astype("float32")], backend="numpy")
 
 
+@pytest.mark.parametrize("backend", available_backends())
+def test_gemm_does_not_take_an_axis_dropping_dimshuffle_for_a_transpose(backend):
+    """Fuzz find (seed 77, graph 278): DimShuffle{(1, 0)} of a (5, 3, 1) tensor drops the last
+    axis and transposes; specialize took it for a plain transpose and built a Gemm of the 3-d
+    input (a KilnTypeError at compile time)."""
+    x, w = T.tensor("float64", (5, 3, 1), name="x"), T.tensor("float64", (3,), name="w")
+    g = engine.grad(T.tanh(x.dimshuffle(0, 1).dot(w)).sum(), w)
+    a, b = np.random.default_rng(0).standard_normal((5, 3, 1)), np.linspace(-1, 1, 3)
+    want = engine.function([x, w], g, backend="numpy", optimizer=None)(a, b)
+    np.testing.assert_allclose(engine.function([x, w], g, backend=backend)(a, b), want, rtol=1e-12)
+
+
 def test_compare_uses_the_float64_value_where_the_naive_oracle_overflowed():
     ref = np.array([-np.inf, 1.0], "float32")          # log(1 - sigmoid(18)) naive in float32
     hi = np.array([-18.0000000152, 1.0])

@@ -164,6 +164,36 @@ def test_shapes_from_input_values_are_checked_before_any_kernel_runs(backend):
 
 
 @pytest.mark.parametrize("backend", CODEGEN)
+def test_the_minibatch_index_idiom_is_checked_before_any_kernel_runs(backend):
+    """Theano's tutorial idiom: a shared dataset sliced by an index through givens. The slice's
+    size comes from the index's value (the last minibatch is shorter), the labels are read as
+    indices by the cross-entropy's gradient; a mismatch after that gradient is still found
+    before any kernel runs, and a short last minibatch raises no false error."""
+    import frontends.nn as nn
+
+    data = engine.shared(f32(70, 8), name="data")
+    labels = engine.shared(np.arange(70, dtype="int64") % 4, name="labels")
+    i, x, y, scale = T.lscalar("i"), T.matrix("x"), T.lvector("y"), T.matrix("scale")
+    W = engine.shared(f32(8, 4, seed=1) * 0.1, name="W")
+    cost = nn.categorical_crossentropy(nn.softmax(T.dot(x, W)), y).mean()
+    site = line(1)
+    step = W - 0.1 * engine.grad(cost, W) * scale
+    f = _counting(engine.function([i, scale], cost, updates={W: step},
+                                  givens={x: data[i * 30:(i + 1) * 30], y: labels[i * 30:(i + 1) * 30]},
+                                  backend=backend))
+    good = np.ones((8, 4), "float32")
+    for k in (0, 1, 2, 0, 2):                              # 30, 30 and 10 rows
+        f(k, good)
+    before, w = _launches(f), W.get_value()
+    for k in (1, 2, 1):
+        with pytest.raises(KilnShapeError) as info:
+            f(k, np.ones((8, 5), "float32"))
+        assert site in str(info.value), str(info.value)
+        assert _launches(f) == before, "kernels ran before the error"
+    np.testing.assert_array_equal(W.get_value(), w)
+
+
+@pytest.mark.parametrize("backend", CODEGEN)
 def test_shapes_that_depend_on_computed_values_raise_no_false_error(backend):
     """Where a size is computed by a kernel (here from the data), the first pass cannot know it
     and leaves that node's check to the node itself: right answers, no made-up error."""

@@ -16,7 +16,9 @@ from engine.rewrite.pattern import Match, Pat, PatternMatcher, Rule
 
 def _untransposed(v: Variable) -> tuple[bool, Variable]:
     node = v.owner
-    if node is not None and isinstance(node.op, S.DimShuffle) and node.op.new_order == (1, 0):
+    # (1, 0) of a 2-d input only: on a 3-d (a, b, 1) input the same order also drops an axis
+    if node is not None and isinstance(node.op, S.DimShuffle) and node.op.new_order == (1, 0) \
+            and node.inputs[0].ndim == 2:
         return True, node.inputs[0]
     return False, v
 
