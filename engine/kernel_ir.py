@@ -769,12 +769,44 @@ def rename(node, names):
 
 def free_vars(node):
     """Names of the Vars read in node."""
-    return {n.name for n in walk(node) if isinstance(n, Var)}
+    return _names_of(node, 0)
 
 
 def bound_names(node):
     """Names bound (by Loop/Declare) anywhere in node."""
-    return {n.var.name for n in walk(node) if isinstance(n, (Loop, Declare))}
+    return _names_of(node, 1)
+
+
+def _names_of(node, which):
+    if isinstance(node, Kernel):
+        node = node.body
+    if isinstance(node, tuple):
+        out = set()
+        for s in node:
+            out |= _names_of(s, which)
+        return out
+    if isinstance(node, Stmt):
+        return set(_stmt_names(node)[which])
+    return {n.name for n in walk(node) if isinstance(n, Var)} if which == 0 else set()
+
+
+def _stmt_names(s):
+    """(free, bound) names of a statement, kept on it: loop transforms ask for the names of
+    the same (immutable) loop nests over and over, which walked them whole each time."""
+    hit = s.__dict__.get("_names")
+    if hit is None:
+        free, bound = set(), set()
+        for c in s.children():
+            if isinstance(c, Stmt):
+                f, b = _stmt_names(c)
+                free |= f
+                bound |= b
+            else:
+                free.update(n.name for n in walk(c) if isinstance(n, Var))
+        if isinstance(s, (Loop, Declare)):
+            bound.add(s.var.name)
+        hit = s.__dict__["_names"] = (frozenset(free), frozenset(bound))
+    return hit
 
 
 def find_loop(kernel, var):

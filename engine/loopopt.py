@@ -177,24 +177,32 @@ class _Vectorizer:
         self.taken = _names(loop)
         self.local = ir.bound_names(loop.body)
         self.reductions = {}  # outer accumulator name -> (op, vector Var)
+        # locals whose value depends on i, directly or through other locals: a fixpoint over
+        # the names each definition reads (collected in one walk)
+        defs = [(n.var.name, ir.free_vars(n.init if isinstance(n, ir.Declare) else n.value))
+                for n in ir.walk(loop.body)
+                if isinstance(n, (ir.Declare, ir.Assign)) and n.var.name in self.local]
         self.varying = set()
         changed = True
-        while changed:  # locals whose value depends on i, directly or through other locals
+        while changed:
             changed = False
-            for n in ir.walk(loop.body):
-                if isinstance(n, (ir.Declare, ir.Assign)) and n.var.name in self.local \
-                        and n.var.name not in self.varying \
-                        and self.dep(n.init if isinstance(n, ir.Declare) else n.value):
-                    self.varying.add(n.var.name)
+            for name, reads in defs:
+                if name not in self.varying and (self.i in reads or reads & self.varying):
+                    self.varying.add(name)
                     changed = True
+        self._dep = {}  # id(expr) -> (expr, depends on i); stable once varying is known
         self.check_memory(loop.body)
 
     def fail(self, node, msg):
         raise KernelIRError(f"vectorize loop {self.i!r}: {msg}\n  at: {ir.describe(node)}")
 
     def dep(self, e):
-        return any(isinstance(n, Var) and (n.name == self.i or n.name in self.varying)
-                   for n in ir.walk(e))
+        hit = self._dep.get(id(e))
+        if hit is None:
+            d = any(isinstance(n, Var) and (n.name == self.i or n.name in self.varying)
+                    for n in ir.walk(e))
+            hit = self._dep[id(e)] = (e, d)  # the node is kept: its id stays unique
+        return hit[1]
 
     def check_memory(self, body):
         stores = {}

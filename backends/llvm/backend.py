@@ -647,9 +647,10 @@ class LLVMBackend(Backend):
             program = self._warm_program(entry, kernels_by_name, opt)
         warm = program is not None
         if program is None:
+            rt.prestart_workers(len(names), opt)  # they start up while the loops are scheduled
             scheduled = [cpu_schedule(kernels_by_name[n][1], vbytes, threads) for n in names]
             program = rt.compile_kernels(scheduled, opt=opt) if scheduled else None
-            keys = [rt.kernel_key(k, opt) for k in scheduled]
+            keys = program.keys if program is not None else []
             if names:
                 function_cache.store(key, {"kernels": [{"name": n, "key": kk, "nodes": len(kernels_by_name[n][2])}
                                                        for n, kk in zip(names, keys)],

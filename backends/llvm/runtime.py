@@ -176,12 +176,13 @@ def compile_kernels(kernels, opt=None, cache=True):
     with _LOCK:
         _init()
         disk = get_cache(CACHE_NAMESPACE) if cache else None
-        objects, hits, cold = [None] * len(kernels), [False] * len(kernels), []
+        objects, hits, keys, cold = [None] * len(kernels), [False] * len(kernels), [], []
         for i, k in enumerate(kernels):
             text = kir.listing(k)
             if debug_enabled("kernels"):
                 debug_log("kernels", f"{k.name} (O{opt})\n{text}{kir.loop_nest(k)}")
             key = kernel_key(k, opt, text)
+            keys.append(key)
             entry = disk.get(key) if disk is not None else None
             if entry is not None:
                 STATS["cache_hits"] += 1
@@ -204,7 +205,14 @@ def compile_kernels(kernels, opt=None, cache=True):
                 debug_log("llvm", f"{k.name}\n{ref}")
                 if debug_enabled("asm"):
                     debug_log("asm", f"{k.name}\n{_emit_tm(opt).emit_assembly(ref)}")
-        return Program(kernels, objects, hits, opt)
+        return Program(kernels, objects, hits, opt, keys)
+
+
+def prestart_workers(n_kernels, opt):
+    """Start the compile workers for an optimized cold compile of n kernels ahead of need."""
+    if opt > 0 and n_kernels:
+        with _LOCK:
+            compile_pool.get_pool(n_kernels, target_info())
 
 
 def _compile_cold(kernels, cold, opt, objects):
@@ -231,9 +239,10 @@ def _compile_cold(kernels, cold, opt, objects):
 class Program:
     """Compiled kernels sharing one MCJIT engine: ``prog[name]``, ``prog.kernels``."""
 
-    def __init__(self, kernels, objects, hits, opt):
+    def __init__(self, kernels, objects, hits, opt, keys=None):
         t0 = time.perf_counter()
         self.opt = opt
+        self.keys = keys  # the kernels' cache keys, in order (when compile_kernels made them)
         empty = llvm.parse_assembly("")
         empty.triple = _STATE["triple"]
         self.engine = llvm.create_mcjit_compiler(empty, new_target_machine(opt))
@@ -422,12 +431,12 @@ def _native_pool(target):
     if os.environ.get("KILN_THREADPOOL", "native").strip().lower() == "python":
         return None
     try:
-        from backends.llvm import threadpool
-        ref = llvm.parse_assembly(str(threadpool.build_module(_STATE["triple"])))
-        ref.verify()
         tm = target.create_target_machine(cpu=_STATE["cpu"], features=_STATE["features"], opt=2,
                                           codemodel="jitdefault", jit=True)
-        engine = llvm.create_mcjit_compiler(ref, tm)
+        empty = llvm.parse_assembly("")
+        empty.triple = _STATE["triple"]
+        engine = llvm.create_mcjit_compiler(empty, tm)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(_pool_object(tm)))
         engine.finalize_object()
         addr = {n: engine.get_function_address(n) for n in (
             "kiln_parallel_for", "kiln_pool_start", "kiln_pool_stat", "kiln_pool_after_fork")}
@@ -447,6 +456,25 @@ def _native_pool(target):
         os.register_at_fork(after_in_child=lambda: (after_fork(), _STATE["pool_start"](num_threads())))
     _STATE["pool_start"](num_threads())
     return addr["kiln_parallel_for"]
+
+
+def _pool_object(tm):
+    """The thread pool's object code, from the kernel cache when there (every process needs
+    it: compiling it costs ~50 ms of each start-up), else built and stored."""
+    from backends.llvm import threadpool
+    with open(threadpool.__file__, "rb") as f:
+        source = f.read()
+    key = cache_key("kiln-llvm-threadpool", ABI_VERSION, hashlib.sha256(source).hexdigest(),
+                    _STATE["triple"], _STATE["cpu"], _STATE["features"], llvmlite.__version__)
+    disk = get_cache("llvm-runtime")  # not a kernel: kept apart from the kernel namespace
+    hit = disk.get(key)
+    if hit is not None:
+        return hit[0]
+    ref = llvm.parse_assembly(str(threadpool.build_module(_STATE["triple"])))
+    ref.verify()
+    obj = tm.emit_object(ref)
+    disk.put(key, obj, {"object": "threadpool"})
+    return obj
 
 
 def _pool(workers):
