@@ -240,13 +240,74 @@ def conv2d_grad_input_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
 
 
+#: rows (C*KH*KW) of the weight gradient's GEMM from which it runs as one (grad_weight_by_gemm)
+GEMM_MIN_ROWS = 64
+
+
+def grad_weight_by_gemm(groups, wshape) -> bool:
+    """The formulation rule of the weight gradient. Direct (``C.conv2d_grad_weight``: per
+    (filter, channel) all KH*KW taps in registers, summed over the whole batch) streams
+    x[:, c] and gy[:, f] from memory once per (f, c) pair; the implicit GEMM
+    (engine/lowering/conv_gemm.py) reads each block of images once per thread and keeps
+    MR x NR accumulators busy, but computes whole tiles: it wins once its C*KH*KW rows fill
+    them. So: an ungrouped conv whose filter shape (F, C, KH, KW) is static with
+    C*KH*KW >= GEMM_MIN_ROWS (LeNet layer 2: 500; the 3-channel 5x5 benchmark conv: 75) and
+    F >= GEMM_MIN_CHANNELS runs as the GEMM; anything else (LeNet layer 1: 25 rows) direct."""
+    if _DIRECT_ONLY.get() or groups != 1 or len(wshape) != 4:
+        return False
+    f, c, kh, kw = wshape
+    if not all(isinstance(d, int) for d in (f, c, kh, kw)):
+        return False
+    return c * kh * kw >= GEMM_MIN_ROWS and f >= GEMM_MIN_CHANNELS
+
+
+def _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, xsrc, pre,
+                      out_shape, temps) -> Lowered:
+    """``pre`` steps (the padding of x into ``xsrc``), then gy transposed to gyp (N, OH*OW, Fp),
+    the implicit GEMM gwt (C*KH*KW, Fp) and the copy of gwt[:, :F]^T into gw."""
+    from engine.lowering import conv_gemm as CG
+    from engine.lowering.common import ArgView, copy_kernel
+    from engine.lowering.gemm import num_threads
+
+    tile = CG.tile_shape(dtype, nfilters)
+    lanes, _, nv = tile
+    tk = CG.transpose_gy_kernel(dtype)
+    gk = CG.grad_weight_gemm_kernel(dtype, stride, dilation, filter_flip, ksize, tile)
+    ck = copy_kernel(dtype, 2)
+    t_gyp, t_gwt = len(temps), len(temps) + 1
+
+    def gyp_shape(ins):
+        n, f, oh, ow = ins[1].shape
+        return (n, oh * ow, CG.padded_filters(f, lanes, nv))
+
+    def gwt_shape(ins):
+        f, c, kh, kw = shape_arg(ins[2])
+        return (c * kh * kw, CG.padded_filters(f, lanes, nv))
+
+    def gw_t(t, ins):      # gwt[:, :F]^T: (F, C*KH*KW), strides only
+        return t[:, :ins[1].shape[1]].T
+
+    def gw_flat(o, ins):   # gw (F, C, KH, KW) -> (F, C*KH*KW), a fresh contiguous array
+        return o.reshape(o.shape[0], -1)
+    sizes = [HostScalar(lambda ins, a=a: shape_arg(ins[2])[a]) for a, k in ((2, ksize[0]), (3, ksize[1]))
+             if k is None]
+    steps = list(pre) + [
+        Step(tk.name, (In(1), Tmp(t_gyp))),
+        Step(gk.name, (xsrc, Tmp(t_gyp), Tmp(t_gwt), *sizes, HostScalar(lambda ins: ins[1].shape[3]),
+                       HostScalar(num_threads))),
+        Step(ck.name, (ArgView(Tmp(t_gwt), gw_t), ArgView(Out(0), gw_flat))),
+    ]
+    return Lowered([tk, gk, ck], steps, out_shape,
+                   list(temps) + [(dtype, gyp_shape), (dtype, gwt_shape)])
+
+
 def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                            filter_flip=False, ksize=(None, None), width=None, node=None) -> Lowered:
+                            filter_flip=False, ksize=(None, None), width=None, node=None,
+                            wshape=()) -> Lowered:
     """Inputs (x, gy, w_shape) -> gw; x zero-padded into a temp when the padding is not 0.
-    ``width``: the static width of gy, when known."""
+    ``width``: the static width of gy, when known; ``wshape``: gw's static shape (None for
+    run-time dims). By ``grad_weight_by_gemm``: an implicit GEMM, else direct."""
     ksize = _static(ksize)
-    conv = C.conv2d_grad_weight(dtype, stride, padding, dilation, groups, filter_flip, ksize,
-                                width=width)
 
     def out_shape(ins):
         ws = shape_arg(ins[2])
@@ -257,6 +318,24 @@ def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1
     def pads(ins):
         return conv_padding(padding, dilation, *shape_arg(ins[2])[2:])
 
+    if ir_float(dtype) and grad_weight_by_gemm(groups, tuple(wshape)):
+        nf = wshape[0]
+        if _static_padding(padding, dilation, ksize) == (0, 0):
+            return _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, In(0), (),
+                                     out_shape, [])
+        pad = C.pad_kernel(dtype)
+
+        def padded_x(ins):
+            (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
+            return (n, c, h + 2 * ph, w + 2 * pw)
+        pre = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
+                               HostScalar(lambda ins: pads(ins)[1])))]
+        low = _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, Tmp(0), pre,
+                                out_shape, [(dtype, padded_x)])
+        low.kernels.insert(0, pad)
+        return low
+    conv = C.conv2d_grad_weight(dtype, stride, padding, dilation, groups, filter_flip, ksize,
+                                width=width)
     if _static_padding(padding, dilation, ksize) == (0, 0):
         return Lowered([conv], [Step(conv.name, (In(0), In(1), Out(0)))], out_shape)
     pad = C.pad_kernel(dtype)
@@ -448,8 +527,10 @@ def _register():
 
     @lowering(conv_ops.Conv2dGradWeight)
     def _conv2d_gw(node):
-        return conv2d_grad_weight_plan(node.inputs[0].dtype, ksize=node.outputs[0].type.shape[2:],
-                                       width=node.inputs[1].type.shape[3], node=node, **conv_props(node.op))
+        wshape = node.outputs[0].type.shape
+        return conv2d_grad_weight_plan(node.inputs[0].dtype, ksize=wshape[2:],
+                                       width=node.inputs[1].type.shape[3], node=node, wshape=wshape,
+                                       **conv_props(node.op))
 
     for cls, kind in ((conv_ops.LocallyConnected2d, "fwd"),
                       (conv_ops.LocallyConnected2dGradInput, "bwd_input"),

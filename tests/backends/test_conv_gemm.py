@@ -62,3 +62,45 @@ def test_small_channel_counts_stay_direct():
     G, W = T.tensor4("gy"), T.tensor4("w")
     fn = engine.function([G, W], nn.conv2d_grad_input(G, W, (2, 3, 9, 9)), backend="llvm")
     assert not any(k.name.startswith(("conv2d_col2im", "gemm")) for k in fn.kernels)
+
+
+def test_grad_weight_rule():
+    assert L.grad_weight_by_gemm(1, (50, 20, 5, 5))        # LeNet layer 2: 500 rows
+    assert L.grad_weight_by_gemm(1, (64, 3, 5, 5))         # 75 rows
+    assert not L.grad_weight_by_gemm(1, (20, 1, 5, 5))     # LeNet layer 1: 25 rows
+    assert not L.grad_weight_by_gemm(2, (50, 20, 5, 5))    # grouped
+    assert not L.grad_weight_by_gemm(1, (4, 20, 5, 5))     # few filters
+    assert not L.grad_weight_by_gemm(1, (50, None, 5, 5))  # channels not static
+
+
+@pytest.mark.parametrize("padding,flip,stride,dilation,shape,f", [
+    ((0, 0), False, (1, 1), (1, 1), (6, 20, 12, 12), 50),    # LeNet layer 2, small batch
+    ((0, 0), True, (1, 1), (1, 1), (3, 9, 11, 13), 10),
+    ((1, 2), False, (2, 1), (1, 1), (2, 8, 10, 7), 17),
+    ("same", True, (1, 1), (2, 2), (4, 16, 9, 9), 33),
+    ((0, 0), False, (1, 1), (1, 1), (0, 8, 9, 9), 8),       # empty batch: gw = 0
+    ((0, 0), False, (1, 3), (1, 1), (9, 12, 7, 20), 70),     # several column panels
+])
+def test_grad_weight_by_gemm_matches_oracle(padding, flip, stride, dilation, shape, f):
+    n, c, h, w = shape
+    kh, kw = 3, 3
+    xv = rng.standard_normal(shape).astype("float32")
+    pad = ref.normalize_padding(padding, (kh, kw), dilation) if isinstance(padding, str) else padding
+    oh = (h + 2 * pad[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * pad[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    gy = rng.standard_normal((n, f, oh, ow)).astype("float32")
+    X, G = T.tensor4("x"), T.tensor4("gy")
+    out = nn.conv2d_grad_weight(X, G, (f, c, kh, kw), padding=padding, filter_flip=flip,
+                                stride=stride, dilation=dilation)
+    fn = engine.function([X, G], out, backend="llvm")
+    assert any(k.name.startswith("conv2d_bwd_weight_gemm") for k in fn.kernels)
+    got = fn(xv, gy)
+    want = ref.conv2d_grad_weight(xv.astype("f8"), gy.astype("f8"), (f, c, kh, kw), stride=stride,
+                                  padding=pad, dilation=dilation, filter_flip=flip)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max(initial=0))))
+
+
+def test_few_rows_stay_direct():
+    X, G = T.tensor4("x"), T.tensor4("gy")
+    fn = engine.function([X, G], nn.conv2d_grad_weight(X, G, (20, 1, 5, 5)), backend="llvm")
+    assert not any(k.name.startswith("conv2d_bwd_weight_gemm") for k in fn.kernels)
