@@ -1,6 +1,7 @@
 """Reductions on the GPU backends: to a scalar over many blocks then one (engine/gpu/
 grid_reduce.py: scratch partials, fixed order), per row one block per output (engine/gpu/
-reduce.py); against the oracle on the emulator, bit-identical run to run, nvcc compiles."""
+reduce.py; the softmax family's row kernels: backends/cuda/softmax.py); against the oracle on
+the emulator, bit-identical run to run, nvcc compiles."""
 
 from __future__ import annotations
 
@@ -70,6 +71,30 @@ def test_softmax_and_lcn_statistics_match_the_oracle():
         np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("width", [10, 700])
+def test_softmax_family_gets_a_block_per_long_row(width):
+    """backends/cuda/softmax.py: scalar passes the binder maps to a block per row (shared-memory
+    trees) when rows are long, one thread per row when short; against the oracle."""
+    rng = np.random.default_rng(2)
+    x, lab, x3 = T.matrix("x"), T.lvector("lab"), T.tensor3("x3")
+    outs = [nn.softmax(x), nn.log_softmax(x), nn.categorical_crossentropy(nn.softmax(x), lab),
+            nn.softmax(x3, axis=1)]
+    a = [rng.standard_normal((5, width)).astype("float32"), rng.integers(0, width, 5),
+         rng.standard_normal((2, width, 3)).astype("float32")]
+    f = engine.function([x, lab, x3], outs, backend=EMU)
+    names = [k.name for k in f.kernels]
+    for family in ("gpu_softmax_axis1", "gpu_log_softmax", "gpu_softmax_xent"):
+        assert any(n.startswith(family) for n in names), (family, names)
+    for k in f.kernels:
+        if k.name.startswith("gpu_"):
+            shared = [n for la in k.launches for n in ir.walk(la.kernel)
+                      if isinstance(n, ir.Alloc) and n.buf.scope == "shared"]
+            assert shared  # the block-per-row version exists (chosen at run time by row length)
+    want = engine.function([x, lab, x3], outs, backend="numpy")(*a)
+    for g, w in zip(f(*a), want):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None and cc.find_nvcc() is None,
                     reason="nvcc (the CUDA toolkit) is not installed")
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
@@ -79,6 +104,13 @@ def test_two_pass_kernels_compile(arch):
         k = reduce_kernel(f"all_{red}_{dtype}", dtype, 3, (0, 1, 2), red)
         for la in gpu_schedule(k).launches:
             launches[la.kernel.name] = la
+    from backends.cuda import softmax as sm
+    for dtype in ("float32", "float64"):
+        for k in (sm.softmax_kernel(f"sm_{dtype}", dtype, 3, 1, False),
+                  sm.softmax_kernel(f"lsm_{dtype}", dtype, 2, 1, True),
+                  sm.xent_kernel(f"xent_{dtype}", dtype, "int64")):
+            for la in gpu_schedule(k).launches:
+                launches[la.kernel.name] = la
     assert sum(name.endswith("_r1") for name in launches) == 4
     source = render_module([la.kernel for la in launches.values()], launches)
     assert "atomic" not in source
