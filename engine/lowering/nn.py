@@ -160,19 +160,31 @@ def grad_input_by_gemm(stride, dilation, groups, channels, nfilters) -> bool:
             (not isinstance(nfilters, int) or nfilters >= GEMM_MIN_CHANNELS))
 
 
+#: the input gradient's GEMM + col2im run in this many chunks of images (steps are static; a
+#: chunk past the batch is empty), each of at least GRAD_INPUT_MIN_IMAGES images
+GRAD_INPUT_CHUNKS = 16
+GRAD_INPUT_MIN_IMAGES = 4
+
+
+def _chunk(ins, k):
+    """Images [lo, hi) of chunk k of the batch of gy = ins[0]."""
+    n = ins[0].shape[0]
+    size = max(GRAD_INPUT_MIN_IMAGES, -(-n // GRAD_INPUT_CHUNKS))
+    return min(n, k * size), min(n, (k + 1) * size)
+
+
 def _grad_input_gemm(dtype, padding, filter_flip, ksize, out_shape) -> Lowered:
-    """gy^T (F, N, OH*OW) = a copy of gy with its first two axes swapped, then one GEMM (the
-    2-d kernel every product shares; transposes and reshapes are launch-time views) over the
-    whole batch, cols (C*KH*KW, N*OH*OW) = w^T (C*KH*KW, F) @ gy^T (F, N*OH*OW), then
-    gx = col2im(cols). (Per image, the GEMM's N would be only OH*OW columns.)"""
+    """gy^T (F, N, OH*OW) = a copy of gy with its first two axes swapped, then per chunk of
+    images [lo, hi): one GEMM (the 2-d kernel every product shares; transposes, reshapes and
+    chunk slices are launch-time views) cols (C*KH*KW, (hi-lo)*OH*OW) = w^T (C*KH*KW, F) @
+    gy^T[:, lo:hi] (F, (hi-lo)*OH*OW), then gx[lo:hi] = col2im(cols). Chunks keep cols in
+    cache (the whole batch's cols of LeNet layer 2 at batch 500 is 64 MB: written by the
+    GEMM and read back by col2im from memory, both were memory-bound)."""
     from engine.lowering import gemm as G
     from engine.lowering.common import ArgView, copy_kernel
 
     def gy_swapped(g, ins):   # (N, F, OH, OW) -> (F, N, OH*OW), strides only
         return g.reshape(g.shape[0], g.shape[1], g.shape[2] * g.shape[3]).swapaxes(0, 1)
-
-    def flat_cols(t, ins):    # (F or C*KH*KW, N, OH*OW) -> (.., N*OH*OW)
-        return t.reshape(t.shape[0], t.shape[1] * t.shape[2])
 
     def w_t(w, ins):          # (F, C, KH, KW) -> (C*KH*KW, F)
         return w.reshape(w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]).T
@@ -181,22 +193,43 @@ def _grad_input_gemm(dtype, padding, filter_flip, ksize, out_shape) -> Lowered:
         n, f, oh, ow = ins[0].shape
         return (f, n, oh * ow)
 
-    def cols_shape(ins):
-        (n, _, oh, ow), (_, c, kh, kw) = ins[0].shape, ins[1].shape
-        return (c * kh * kw, n, oh * ow)
+    def cols_shape(ins):      # one chunk's cols
+        (_, _, oh, ow), (_, c, kh, kw) = ins[0].shape, ins[1].shape
+        lo, hi = _chunk(ins, 0)
+        return (c * kh * kw, hi - lo, oh * ow)
+
+    def chunk_views(k):
+        def gy_part(t, ins):    # gy^T[:, lo:hi] as (F, (hi-lo)*OH*OW)
+            lo, hi = _chunk(ins, k)
+            return t[:, lo:hi].reshape(t.shape[0], (hi - lo) * t.shape[2])
+
+        def cols_part(t, ins):  # the chunk's cols (C*KH*KW, hi-lo, OH*OW)
+            lo, hi = _chunk(ins, k)
+            return t[:, :hi - lo]
+
+        def cols_flat(t, ins):
+            c = cols_part(t, ins)
+            return c.reshape(c.shape[0], c.shape[1] * c.shape[2])
+
+        def gx_part(o, ins):
+            lo, hi = _chunk(ins, k)
+            return o[lo:hi]
+        return gy_part, cols_part, cols_flat, gx_part
 
     def pads(ins):
         return conv_padding(padding, (1, 1), *ins[1].shape[2:])
     copy = copy_kernel(dtype, 3)
-    gk, gstep = G.gemm_step(dtype, ArgView(In(1), w_t), ArgView(Tmp(1), flat_cols),
-                            ArgView(Tmp(0), flat_cols))
     ck = C.col2im_kernel(dtype, filter_flip, ksize)
     sizes = [HostScalar(lambda ins: pads(ins)[0]), HostScalar(lambda ins: pads(ins)[1])]
     if None in ksize:
         sizes += [HostScalar(lambda ins: ins[1].shape[2]), HostScalar(lambda ins: ins[1].shape[3])]
     sizes.append(HostScalar(lambda ins: ins[0].shape[3]))
-    steps = [Step(copy.name, (ArgView(In(0), gy_swapped), Tmp(1))), gstep,
-             Step(ck.name, (Tmp(0), Out(0), *sizes))]
+    steps = [Step(copy.name, (ArgView(In(0), gy_swapped), Tmp(1)))]
+    for k in range(GRAD_INPUT_CHUNKS):
+        gy_part, cols_part, cols_flat, gx_part = chunk_views(k)
+        gk, gstep = G.gemm_step(dtype, ArgView(In(1), w_t), ArgView(Tmp(1), gy_part),
+                                ArgView(Tmp(0), cols_flat))
+        steps += [gstep, Step(ck.name, (ArgView(Tmp(0), cols_part), ArgView(Out(0), gx_part), *sizes))]
     return Lowered([copy, gk, ck], steps, out_shape, [(dtype, cols_shape), (dtype, gy_t_shape)])
 
 

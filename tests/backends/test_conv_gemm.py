@@ -39,6 +39,7 @@ def test_formulation_rule():
     ("same", True, True, (4, 16, 9, 9)),
     ("full", False, True, (2, 8, 6, 5)),
     ((0, 0), False, True, (0, 8, 9, 9)),
+    ((1, 1), False, True, (70, 8, 7, 7)),      # 14 chunks of 5 images, the last 2 empty
 ])
 def test_grad_input_by_gemm_matches_oracle(padding, flip, static, shape):
     n, c, h, w = shape
