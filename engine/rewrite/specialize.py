@@ -77,6 +77,40 @@ def _gemm_rsub(m: Match):  # c - gemm
     return _with(op, alpha=-op.alpha, beta=1.0)(*m.g.owner.inputs, m.c)
 
 
+def _accumulated(w: Variable, scale: float, g: Variable, m: Match) -> Variable | None:
+    """``w + scale * g`` as Gemms accumulating into ``w`` (beta = 1, c = the running sum),
+    when ``g`` is a chain of single-client Gemms without epilogue whose c's are Gemms of the
+    product's shape: ``w - s * (a1 @ b1 + a0 @ b0)`` (the RBM's weight update) becomes
+    ``Gemm(-s, 1)(a1, b1, Gemm(-s, 1)(a0, b0, w))``, so no (M, N) sum and no separate
+    update pass are written. Only reorders the sum (scale distributed over the terms)."""
+    node = g.owner
+    if node is None or not isinstance(node.op, Gemm) or node.op.epilogue or not m.ctx.single_client(g):
+        return None
+    op = node.op
+    inner = w
+    if op.beta != 0.0:
+        c = node.inputs[2]
+        if not m.ctx.same_shape(c, g):
+            return None
+        inner = _accumulated(w, scale * op.beta, c, m)
+        if inner is None:
+            return None
+    return _with(op, alpha=scale * op.alpha, beta=1.0)(*node.inputs[:2], inner)
+
+
+def _gemm_accumulate(m: Match):  # c - s * gemm (gemm with a c of its own: see _accumulated)
+    s = _scalar(m.s)
+    if s is None or not m.ctx.single_client(m.scaled) or not _bias_ok(m):
+        return None
+    return _accumulated(m.c, -s, m.g, m)
+
+
+def _gemm_rsub_chain(m: Match):  # c - gemm, gemm with a c of its own
+    if m.g.owner.op.beta == 0.0 or not _bias_ok(m):
+        return None
+    return _accumulated(m.c, -1.0, m.g, m)
+
+
 def _gemm_sub(m: Match):  # gemm - c
     op = _plain(m.g, m)
     if op is None or not _bias_ok(m):
@@ -159,6 +193,9 @@ def specialize() -> PatternMatcher:
         Rule("gemm_bias", Pat.elemwise("add", gemm, c, commutative=True), _gemm_add),
         Rule("gemm_rsub", Pat.elemwise("sub", c, gemm), _gemm_rsub),
         Rule("gemm_sub", Pat.elemwise("sub", gemm, c), _gemm_sub),
+        Rule("gemm_accumulate", Pat.elemwise("sub", c, Pat.elemwise("mul", gemm, Pat.var("s"), name="scaled",
+                                                                    commutative=True)), _gemm_accumulate),
+        Rule("gemm_rsub_chain", Pat.elemwise("sub", c, gemm), _gemm_rsub_chain),
         Rule("gemm_transposed", Pat(S.DimShuffle, [gemm]), _gemm_transposed),
         Rule("gemm_epilogue", Pat(Elemwise, [gemm]), _gemm_epilogue),
         *_conv_rules(),
