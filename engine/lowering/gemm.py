@@ -82,6 +82,8 @@ SERIAL_WORK = 1 << 20
 #: a thread unit with at most this many rows reads whole B panels in place instead of packing
 #: them (each panel is then used <= 4 times: packing would cost more than it saves)
 DIRECT_B_ROWS = 32
+#: ``a @ b.T`` with at most this many rows (and >= 4x as many columns) runs transposed
+SWAP_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -268,28 +270,32 @@ def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
     ])
 
     # -- micro-kernels: MR x nv_ vector accumulators over kc, one per edge width
-    def micro(nv_, b_in_place=False):
-        """The micro-kernel; its tile goes to Ct. ``b_in_place``: B vectors come from b itself,
-        not Bp (the k loop is a "vectorize" loop: the renderer versions it on b's unit last
-        stride, which b_direct guarantees)."""
-        tag_ = f"{nv_}" + ("b" if b_in_place else "")
-        acc = [[V(f"acc{tag_}_{q}_{w}", dt, L) for w in range(nv_)] for q in range(MR)]
-        body = [Declare(acc[q][w], Broadcast(zero, L)) for q in range(MR) for w in range(nv_)]
+    def micro(nv_, b_in_place=False, mr_=MR):
+        """The micro-kernel of ``mr_`` rows; its tile goes to Ct. ``b_in_place``: B vectors
+        come from b itself, not Bp (the k loop is a "vectorize" loop: the renderer versions it
+        on b's unit last stride, which b_direct guarantees)."""
+        tag_ = f"{nv_}" + ("b" if b_in_place else "") + ("" if mr_ == MR else f"r{mr_}")
+        acc = [[V(f"acc{tag_}_{q}_{w}", dt, L) for w in range(nv_)] for q in range(mr_)]
+        body = [Declare(acc[q][w], Broadcast(zero, L)) for q in range(mr_) for w in range(nv_)]
         step = []
-        for q in range(MR):
+        for q in range(mr_):
             aq = Broadcast(Ap[ip, k, q] if cfg.pack_a else a[a_bi + (rows[q], pc + k)], L)
             step += [Assign(acc[q][w], FMA(aq, b.load(b_bi + (pc + k, j0 + w * L), L) if b_in_place
                                            else Bp.load((jp, k, w * L), L), acc[q][w]))
                      for w in range(nv_)]
         body.append(Loop(k, 0, kc, step, kind="vectorize" if b_in_place else "serial"))
-        return body + [Ct.store((q, w * L), acc[q][w]) for q in range(MR) for w in range(nv_)]
+        return body + [Ct.store((q, w * L), acc[q][w]) for q in range(mr_) for w in range(nv_)]
 
     # the narrowest micro-kernel covering the tile's nr columns (edge rows are computed on a
-    # clamped row and never stored: an edge tile of few rows costs a full one)
+    # clamped row and never stored); a full-width edge tile of <= MR/2 rows runs a half-height
+    # kernel (a batch of 20 is 8 + 8 + 4 rows: without it a sixth of the work is thrown away)
     compute = micro(1)
     for nv_ in range(2, NV + 1):
         compute = If(nr > (nv_ - 1) * L, micro(nv_), compute)
     compute = If(b_direct & ir.eq(nr, NR), micro(NV, b_in_place=True), compute)
+    if MR >= 4:
+        half = If(b_direct, micro(NV, True, MR // 2), micro(NV, False, MR // 2))
+        compute = If((mr <= MR // 2) & ir.eq(nr, NR), half, compute)
 
     def _acts(x):
         for op in epilogue:
@@ -457,14 +463,39 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
             ArgView(In(1), _transposed) if trans_b else In(1)]
     if not batch[2]:
         args.append(ArgView(In(2), c_view) if c_ndim is not None else Out(0))
+    out_arg = Out(0)
+    if trans_b and not trans_a and not has_bias and not any(batch):
+        args[:2], out_arg = _swap_small_m(args, c_ndim is not None)
     if has_bias:
         args.append(In(2 + (c_ndim is not None)))
-    args += [Out(0), HostScalar(_constant(np_dt(alpha)), cfg.dtype),
+    args += [out_arg, HostScalar(_constant(np_dt(alpha)), cfg.dtype),
              HostScalar(_constant(np_dt(beta)), cfg.dtype)]
     if not batch[2]:
         args.append(HostScalar(_constant(c_ndim is not None), "bool"))
     args.append(HostScalar(num_threads, "int64"))
     return Lowered(kernels=[k], steps=[Step(k.name, tuple(args))], output_shapes=output_shapes)
+
+
+def _swapped(ins) -> bool:
+    """``a @ b.T`` with few rows (``a`` (M, K), ``b`` (N, K)) runs as ``out.T = b @ a.T``."""
+    m, n = ins[0].shape[0], ins[1].shape[0]
+    return m <= SWAP_ROWS and n >= 4 * m
+
+
+def _swap_small_m(args, has_c):
+    """Step arguments (a, b, [c,] out) of ``a @ b.T`` that, per call, bind the transposed
+    product ``out.T = b @ a.T (+ c.T)`` when a has few rows: the transposed b (W.T of a layer
+    run backwards) would need a scalar transposing pack of all of W (K x N elements, ~1 cycle
+    each: as long as the product itself at M = 20), while a.T is a small panel; W is then read
+    in place by broadcasts and out (M x N, small) is written at a stride."""
+    a = ArgView(In(0), lambda x, ins: ins[1] if _swapped(ins) else x)
+    b = ArgView(In(1), lambda x, ins: ins[0].T if _swapped(ins) else x.T)
+    if has_c:
+        view = args[2].fn
+        args[2] = ArgView(In(2), lambda c, ins: view(c, ins).T if _swapped(ins) else view(c, ins))
+    else:
+        args[2] = ArgView(Out(0), lambda o, ins: o.T if _swapped(ins) else o)
+    return [a, b], ArgView(Out(0), lambda o, ins: o.T if _swapped(ins) else o)
 
 
 def gemm_step(dtype, a, b, out, batch=(0, 0, 0), alpha=1.0, cfg=None):

@@ -265,3 +265,29 @@ def test_native_pool_concurrent_callers_and_fork():
                  len(rt.PARALLEL_STATS["last_threads"]) == 2 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("m", [1, 7, 20, 32, 33])
+def test_few_rows_times_transposed_b(m):
+    """``a @ b.T`` with few rows runs as ``out.T = b @ a.T`` (gemm._swapped): with c, alpha,
+    beta and an epilogue, and in place on c; M = 33 stays untransposed."""
+    low = gemm.lower_gemm("float32", "sigmoid", c_ndim=1, alpha=0.5, beta=2.0, trans_b=True)
+    a, bt, c = rand(m, 300), rand(200, 300), rand(200)
+    assert gemm._swapped([a, bt, c]) == (m <= gemm.SWAP_ROWS)
+    want = 1.0 / (1.0 + np.exp(-(0.5 * a.astype("f8") @ bt.T + 2.0 * c)))
+    check(run_lowered(low, [a, bt, c])[0], want, "float32")
+    plain = gemm.lower_gemm("float32", trans_b=True)
+    check(run_lowered(plain, [a, bt])[0], a.astype("f8") @ bt.T, "float32")
+    c2 = rand(m, 200)
+    inplace = gemm.lower_gemm("float32", c_ndim=2, alpha=-1.0, trans_b=True)
+    want = c2 - a.astype("f8") @ bt.T
+    args = []
+    for arg in inplace.steps[0].args:
+        if isinstance(arg, HostScalar):
+            args.append(arg.fn([a, bt, c2]))
+        elif isinstance(arg, ArgView):
+            args.append(arg.fn(c2 if isinstance(arg.arg, Out) else [a, bt, c2][arg.arg.index], [a, bt, c2]))
+        else:
+            args.append(c2 if isinstance(arg, Out) else [a, bt, c2][arg.index])
+    compiled(inplace.kernels[0])(*args)
+    check(c2, want, "float32")
