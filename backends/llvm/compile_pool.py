@@ -30,7 +30,7 @@ from backends.llvm.compile_worker import REQUEST, RESPONSE
 from engine.debug import debug_log
 
 MAX_WORKERS = 4
-RECYCLE_JOBS = 2000
+RECYCLE_JOBS = 500
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compile_worker.py")
 _STATE: dict = {"pid": None, "pool": None, "failures": 0}
 

@@ -21,6 +21,7 @@ the GIL during LLVM calls), so the parent never waits to hand over the next kern
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import struct
@@ -93,7 +94,10 @@ def main(argv: list[str]) -> int:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     tms: dict = {}
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # the protocol gets a private copy of fd 1; fd 1 itself goes to stderr, so nothing LLVM or
+    # a library prints can land in the middle of a response
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     jobs: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(stdin, jobs), daemon=True).start()
     while True:

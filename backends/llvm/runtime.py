@@ -10,9 +10,12 @@ Compiling: each kernel is verified, then looked up in the kernel-level disk cach
 (engine/cache.py, namespace "llvm-kernels") under ``kernel_key``: sha256 of the kernel's
 listing, the target triple, CPU name and features, llvmlite, Kiln and renderer versions and
 the opt level. A miss renders it (render.py), optimizes it (new pass manager, O3 default;
-``opt=`` or ``KILN_LLVM_OPT=0..3``) and emits an object file, which is stored. All objects are
-then loaded into one MCJIT engine (its own TargetMachine). ``source("llvm"/"asm")`` re-renders
-lazily (rendering is deterministic). ``STATS`` counts compiles and cache hits.
+``opt=`` or ``KILN_LLVM_OPT=0..3``; compile_worker.py says how) and emits an object file, which
+is stored. Optimized misses compile in worker processes (compile_pool.py: several at once,
+and LLVM's per-module leak stays out of this process); O0, or no workers, in this process.
+All objects are then loaded into one MCJIT engine (its own TargetMachine).
+``source("llvm"/"asm")`` re-renders lazily (rendering is deterministic). ``STATS`` counts
+compiles, cache hits and the kernels compiled in workers.
 
 Launching: arguments are checked (dtype, ndim, alignment, writability of the buffers the
 kernel stores to) and packed into the ABI's slot array (see
