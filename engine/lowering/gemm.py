@@ -232,6 +232,7 @@ def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
         "m0 m1 n0 n1 nbn ncb nbk kcb nbm mcb jb kb ib jc pc ic nc kc mc "
         "jp ip i mr nr i0 j0 nfull k r cc v").split())
     first, last = V("first", "bool"), V("last", "bool")
+    c_direct = V("c_direct", "bool")
     bidx = [V(f"bi{d}") for d in range(bo)]   # the batch index, one var per out batch dim
     a_bi, b_bi = tuple(bidx[bo - ba:]), tuple(bidx[bo - bb:])
 
@@ -312,9 +313,12 @@ def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
         def ld(buf, idx):
             return buf.load(idx, lanes) if lanes > 1 else buf[idx]
         add_out = Assign(val, val + ld(out, o_idx))
-        body = [Declare(val, alpha * tile_val),
-                If(ir.logical_not(first) | use_c if c is not None else ir.logical_not(first),
-                   add_out)]
+        if c is None:
+            body = [Declare(val, alpha * tile_val), If(ir.logical_not(first), add_out)]
+        else:   # one K block: beta * c read here (no prepass); else out holds it
+            body = [Declare(val, alpha * tile_val),
+                    If(c_direct, Assign(val, val + beta * ld(c, (row, col))),
+                       If(ir.logical_not(first) | use_c, add_out))]
         if bias is not None:
             body.append(If(first, Assign(val, val + ld(bias, (col,)))))
         if epilogue:
@@ -386,13 +390,16 @@ def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
     kernel = _frozen(Kernel(name or kernel_name(cfg, epilogue, has_bias, batch), params, body))
     if c is None:
         return kernel
-    # out = beta * c first (in place when out is c: each element reads its own c): the first K
-    # block then adds out, so the hot write-back has one load path (a second one, of c, costs
-    # ~5% at every size); the sums and their rounding are those of alpha*tile + beta*c
+    # With several K blocks, out = beta * c first (in place when out is c: each element reads
+    # its own c): the first K block then adds out, so the hot write-back has one load path.
+    # With one K block (K <= KC: the weight gradients of a minibatch, K = batch) the tiles add
+    # beta * c themselves: the prepass would be a whole extra read and write of (M, N), as
+    # long as the product itself at K = 20. The sums and their rounding are those of
+    # alpha*tile + beta*c either way; out may be c (each element reads its own c first).
     pr, pq = V("pr"), V("pq")
-    prepass = If(use_c, Loop(pr, 0, out.dim(0), Loop(pq, 0, out.dim(1), out.store(
+    prepass = If(use_c & ir.logical_not(c_direct), Loop(pr, 0, out.dim(0), Loop(pq, 0, out.dim(1), out.store(
         (pr, pq), beta * c[pr, pq])), kind="parallel"))
-    return kernel.with_body((prepass,) + tuple(kernel.body))
+    return kernel.with_body((Declare(c_direct, use_c & (a.dim(ba + 1) <= KC)), prepass) + tuple(kernel.body))
 
 
 def _frozen(kernel):

@@ -6,7 +6,10 @@ epilogue; ``Conv2d`` + bias + activation -> ``FusedConv``; pooling of an activat
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.graph import Constant, Variable
+from engine.ops import elemwise as E
 from engine.ops import shape as S
 from engine.ops.blas import MatMul
 from engine.ops.elemwise import Elemwise
@@ -78,24 +81,47 @@ def _gemm_rsub(m: Match):  # c - gemm
 
 
 def _accumulated(w: Variable, scale: float, g: Variable, m: Match) -> Variable | None:
-    """``w + scale * g`` as Gemms accumulating into ``w`` (beta = 1, c = the running sum),
-    when ``g`` is a chain of single-client Gemms without epilogue whose c's are Gemms of the
-    product's shape: ``w - s * (a1 @ b1 + a0 @ b0)`` (the RBM's weight update) becomes
-    ``Gemm(-s, 1)(a1, b1, Gemm(-s, 1)(a0, b0, w))``, so no (M, N) sum and no separate
-    update pass are written. Only reorders the sum (scale distributed over the terms)."""
-    node = g.owner
-    if node is None or not isinstance(node.op, Gemm) or node.op.epilogue or not m.ctx.single_client(g):
-        return None
-    op = node.op
-    inner = w
-    if op.beta != 0.0:
+    """``w + scale * g`` as one Gemm accumulating into ``w`` (beta = 1, c = w), when ``g`` is
+    a chain of single-client Gemms without epilogue whose c's are Gemms of the product's shape:
+    ``w - s * (a1 @ b1 + a0 @ b0)`` (the RBM's CD-1 weight step, the tied autoencoder's weight
+    gradient) becomes ``Gemm(-s, 1)(join(a0, a1), join(b0, r * b1), w)`` (r = alpha1 / alpha0;
+    terms of different transposes: a chain of Gemms, each adding into the last), so no (M, N)
+    sum is written and w is read and written once. Only reorders the sum."""
+    terms = []   # (alpha, op, a, b), outermost first
+    while True:
+        node = g.owner
+        if node is None or not isinstance(node.op, Gemm) or node.op.epilogue or not m.ctx.single_client(g):
+            return None
+        op = node.op
+        terms.append((scale * op.alpha, op, *node.inputs[:2]))
+        if op.beta == 0.0:
+            break
         c = node.inputs[2]
         if not m.ctx.same_shape(c, g):
             return None
-        inner = _accumulated(w, scale * op.beta, c, m)
-        if inner is None:
-            return None
-    return _with(op, alpha=scale * op.alpha, beta=1.0)(*node.inputs[:2], inner)
+        scale, g = scale * op.beta, c
+    terms.reverse()
+    joined = _joined(terms, w)
+    if joined is not None:
+        return joined
+    for alpha, op, a, b in terms:
+        w = _with(op, alpha=alpha, beta=1.0)(a, b, w)
+    return w
+
+
+def _joined(terms: list, w: Variable) -> Variable | None:
+    """``w + sum alpha_i op(a_i) @ op(b_i)`` as one Gemm over the terms' K axes joined (all
+    terms of one transpose pair): copying the (K_i, M) and (K_i, N) operands costs far less
+    than a pass over (M, N) whenever K is a minibatch."""
+    alpha0, op0 = terms[0][0], terms[0][1]
+    if len(terms) < 2 or alpha0 == 0.0 or any(
+            (op.trans_a, op.trans_b) != (op0.trans_a, op0.trans_b) for _, op, _, _ in terms):
+        return None
+    a_axis, b_axis = (0 if op0.trans_a else 1), (1 if op0.trans_b else 0)
+    bs = [b if alpha == alpha0 else E.mul(b, Constant(np.asarray(alpha / alpha0, b.dtype)))
+          for alpha, _, _, b in terms]
+    a = S.Join(a_axis)(*(t[2] for t in terms))
+    return _with(op0, alpha=alpha0, beta=1.0)(a, S.Join(b_axis)(*bs), w)
 
 
 def _gemm_accumulate(m: Match):  # c - s * gemm (gemm with a c of its own: see _accumulated)
