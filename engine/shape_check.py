@@ -141,8 +141,8 @@ class ShapeChecker:
     def check(self, arrays: list) -> None:
         """Raise the first ``KilnShapeError`` any node would raise on these inputs, before any
         kernel runs; return quietly when every check that does not need a computed value passes."""
-        key = self.signature(arrays)
-        if key in self._memo:
+        signature = self.signature(arrays)
+        if signature in self._memo:
             return
         vals = list(self.init_values)
         for k, (slot, a) in enumerate(zip(self.input_slots, arrays)):
@@ -153,8 +153,8 @@ class ShapeChecker:
                 unknown.update(plan.out_slots)
                 continue
             ins = [vals[s] for s in plan.in_slots]
-            key = _node_key(ins)
-            outs = memo.get(key) if key is not None else None
+            node_key = _node_key(ins)
+            outs = memo.get(node_key) if node_key is not None else None
             if outs is None:
                 try:
                     outs = _outputs(plan, ins, value_results)
@@ -164,17 +164,17 @@ class ShapeChecker:
                     outs = _value_free_outputs(plan, ins)
                 except Exception:  # noqa: BLE001 - not a check: the node's own run reports it in context
                     outs = _UNKNOWN
-                if key is not None:
+                if node_key is not None:
                     if len(memo) >= MEMO_SIZE:
                         memo.clear()
-                    memo[key] = outs
+                    memo[node_key] = outs
             if outs is _UNKNOWN:
                 unknown.update(plan.out_slots)
                 continue
             for s, v in zip(plan.out_slots, outs):
                 vals[s] = v
         with self._lock:
-            self._memo[key] = True
+            self._memo[signature] = True
             if len(self._memo) > MEMO_SIZE:
                 self._memo.popitem(last=False)
 
