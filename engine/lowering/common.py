@@ -543,24 +543,30 @@ PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
 def philox_words(em: Emitter, block, k0, k1) -> list:
     """The four uint32 output words of Philox-4x32-10 for the 64-bit block counter ``block``
     (uint64 expr; counter words ``(lo, hi, 0, 0)``) and key ``(k0, k1)`` (uint32 exprs), as
-    locals (engine/philox.py is the reference)."""
+    locals (engine/philox.py is the reference).
+
+    The ten rounds are an ``unroll`` loop of constant trips (rendered as straight-line code,
+    as before), so that a backend's estimate of a loop's work counts a block as the ten
+    round-steps it costs, not as one elementwise step: the LLVM backend's parallel threshold
+    then splits sample kernels of >= ~50k samples over the threads (it counted 4 samples per
+    step and ran everything below ~500k samples on one thread)."""
     u32 = "uint32"
-    c0 = em.local(Cast(block, u32), "c")
-    c1 = em.local(Cast(block >> Const(32, "uint64"), u32), "c")
-    c2, c3 = Const(0, u32), Const(0, u32)
+    names = [f"{em.prefix}ph{em.count}_{w}" for w in ("c0", "c1", "c2", "c3", "ka", "kb", "r")]
+    em.count += 1
+    c0, c1, c2, c3, ka, kb = (Var(n, u32) for n in names[:6])
+    r = Var(names[6])
     m0, m1 = Const(PHILOX_M0, u32), Const(PHILOX_M1, u32)
-    ka, kb = k0, k1
-    for r in range(10):
-        if r:
-            ka = em.local(ka + Const(PHILOX_W0, u32), "k")
-            kb = em.local(kb + Const(PHILOX_W1, u32), "k")
-        hi0, lo0 = ir.mulhi(m0, c0), m0 * c0
-        hi1, lo1 = ir.mulhi(m1, c2), m1 * c2
-        n0 = em.local(hi1 ^ c1 ^ ka, "c")
-        n1 = em.local(lo1, "c")
-        n2 = em.local(hi0 ^ c3 ^ kb, "c")
-        n3 = em.local(lo0, "c")
-        c0, c1, c2, c3 = n0, n1, n2, n3
+    em.stmts += [Declare(c0, Cast(block, u32)), Declare(c1, Cast(block >> Const(32, "uint64"), u32)),
+                 Declare(c2, Const(0, u32)), Declare(c3, Const(0, u32)),
+                 Declare(ka, k0), Declare(kb, k1)]
+    hi0, lo0, hi1, lo1 = (Var(f"{names[0]}_{t}", u32) for t in ("hi0", "lo0", "hi1", "lo1"))
+    em.stmts.append(Loop(r, 0, 10, [
+        Declare(hi0, ir.mulhi(m0, c0)), Declare(lo0, m0 * c0),
+        Declare(hi1, ir.mulhi(m1, c2)), Declare(lo1, m1 * c2),
+        ir.Assign(c0, hi1 ^ c1 ^ ka), ir.Assign(c1, lo1),
+        ir.Assign(c2, hi0 ^ c3 ^ kb), ir.Assign(c3, lo0),
+        ir.Assign(ka, ka + Const(PHILOX_W0, u32)), ir.Assign(kb, kb + Const(PHILOX_W1, u32)),
+    ], kind="unroll"))
     return [c0, c1, c2, c3]
 
 
