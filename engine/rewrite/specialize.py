@@ -144,6 +144,28 @@ def _gemm_sub(m: Match):  # gemm - c
     return _with(op, beta=-1.0)(*m.g.owner.inputs, m.c)
 
 
+def _gemm_constant_column(m: Match):
+    """``op(a) @ alloc(v, K, 1)`` (the gradient of a mean over the batch, as the RBM's visible
+    bias gets it) is ``v * sum(op(a), axis=K)``: a reduction, not an N = 1 GEMM (an edge tile
+    of one column) fed by an alloc kernel. Only reorders the sum."""
+    node = m.g.owner
+    op, (a, b) = node.op, node.inputs[:2]
+    alloc = b.owner
+    if op.beta != 0.0 or op.epilogue or op.trans_b or alloc is None or not isinstance(alloc.op, S.Alloc) \
+            or alloc.op.pattern[-1:] != (1,) or b.ndim != 2:
+        return None
+    value = alloc.inputs[0]
+    if value.ndim > 2 or any(d != 1 for d in value.type.shape) or value.dtype != a.dtype:
+        return None
+    from engine.ops.reduce import reduce
+
+    rows = reduce(a, "sum", axis=0 if op.trans_a else 1, keepdims=True)
+    if op.trans_a:
+        rows = S.DimShuffle((1, 0))(rows)
+    scale = value if op.alpha == 1.0 else E.mul(value, Constant(np.asarray(op.alpha, a.dtype)))
+    return E.mul(rows, scale)
+
+
 def _gemm_transposed(m: Match):
     if m.node.op.new_order != (1, 0):
         return None
@@ -215,6 +237,7 @@ def specialize() -> PatternMatcher:
     c = Pat.var("c")
     return PatternMatcher([
         Rule("gemm", Pat(MatMul), _gemm),
+        Rule("gemm_constant_column", gemm, _gemm_constant_column),
         Rule("gemm_scale", Pat.elemwise("mul", gemm, c, commutative=True), _gemm_scale),
         Rule("gemm_bias", Pat.elemwise("add", gemm, c, commutative=True), _gemm_add),
         Rule("gemm_rsub", Pat.elemwise("sub", c, gemm), _gemm_rsub),

@@ -100,3 +100,21 @@ def test_shared_sum_or_epilogue_is_not_folded():
     assert not (out.owner is not None and isinstance(out.owner.op, Gemm) and out.owner.inputs[2] is w)
     vals = [arr(2, 3), arr(3, 4), arr(2, 3), arr(3, 4), arr(2, 4)]
     check([a, b, a1, b1, w], [y, s, t], vals, fuse=True, only=SPEC)
+
+
+def test_product_with_a_constant_column_is_a_sum():
+    """``a.T @ alloc(v, K, 1)`` (a batch mean's gradient) becomes ``v * sum(a, 0)``."""
+    a, a2 = mat("a", 5, 3), mat("a2", 3, 5)
+    n = T.iscalar("n")
+    v = T.tensor("float32", (1, 1), "v")
+    ones = T.alloc(v, n, 1)
+    y, y2 = T.dot(a.T, ones), 2.0 * T.dot(a2, ones)
+    outs = rewrite([y, y2], fuse=True, only=SPEC)
+    assert not any(isinstance(node.op, Gemm) for node in _nodes(outs))
+    check([a, a2, v, n], [y, y2], [arr(5, 3), arr(3, 5), arr(1, 1), np.int32(5)], fuse=True, only=SPEC)
+
+
+def _nodes(outs):
+    from engine.graph import toposort
+
+    return toposort(list(outs))
