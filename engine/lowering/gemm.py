@@ -463,8 +463,9 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
         bshape = np.broadcast_shapes(sa[:-2], sb[:-2])
         return [tuple(bshape) + (sa[-2], sb[-1])]
 
-    def c_view(c, ins):
-        return np.broadcast_to(c, output_shapes(ins)[0])
+    def c_view(c, ins):   # per launch: the (M, N) from the operands' shapes, no checks
+        shape = (ins[0].shape[-1 if trans_a else -2], ins[1].shape[-2 if trans_b else -1])
+        return c if c.shape == shape else np.broadcast_to(c, shape)
 
     args = [ArgView(In(0), _transposed) if trans_a else In(0),
             ArgView(In(1), _transposed) if trans_b else In(1)]
