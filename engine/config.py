@@ -43,7 +43,7 @@ class Config:
     backend: str = ""
     #: KILN_DETERMINISTIC=1: bit-reproducible results on every backend, and ``normal`` samples
     #: bit-identical to the Philox reference (Box-Muller from IEEE basic operations,
-    #: engine/portable_math.py). Read when a function is compiled (docs/DETERMINISM.md)
+    #: engine/portable_math.py). Read when a function is compiled (engine/DETERMINISM.md)
     deterministic: bool = field(default_factory=lambda: _flag("KILN_DETERMINISTIC"))
     compute_test_value: bool = False
 

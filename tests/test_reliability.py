@@ -1,5 +1,5 @@
 """Reliability on every registered backend: call-time errors, determinism, resource hygiene,
-thread safety, and no unpickling anywhere (see docs/DETERMINISM.md for the determinism contract).
+thread safety, and no unpickling anywhere (see engine/DETERMINISM.md for the determinism contract).
 
 Findings that are bugs today are ``xfail(strict=True)`` with the reason; the owners fix them and
 the marker is flipped.
