@@ -28,6 +28,7 @@ instead).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -52,6 +53,10 @@ from engine.lowering.common import ArgView
 PARALLEL_THRESHOLD = 1 << 16
 #: most distinct (dtype, shape) buffer keys a function's pool keeps between calls
 POOL_KEYS = 256
+#: distinct input-shape signatures each node remembers its output / temp shapes for
+SHAPE_MEMO_SIZE = 16
+#: 0-d / integer inputs at most this big are part of that signature (by value); bigger: no memo
+SHAPE_MEMO_VALUE = 64
 
 
 def vector_bytes() -> int:
@@ -277,24 +282,23 @@ class BufferPool:
         lst.append(array)
 
 
-def _pointer_reader():
-    """A fast ``array -> data address``: read the ``data`` field of the array object itself
-    (offset 16 in CPython's PyArrayObject, after the object header), 8x faster than
-    ``a.ctypes.data``; verified on a few arrays and views, else ``a.ctypes.data``."""
-    import ctypes
-
+def _pointer_reader() -> str:
+    """How a launch function reads an array's data address: the ``data`` field of the array
+    object itself (offset 16 in CPython's PyArrayObject, after the object header), inlined as
+    ``read(id(a) + 16).value`` (no Python call per argument, 8x faster than ``a.ctypes.data``);
+    verified on a few arrays and views, else ``a.ctypes.data``."""
     read = ctypes.c_uint64.from_address
     try:
         base = np.arange(64, dtype=np.float64)
         samples = [base, base[3:], base.reshape(8, 8)[:, 2:].T, np.empty((0,), np.int8), np.zeros(3, bool)]
         if all(read(id(x) + 16).value == x.ctypes.data for x in samples):
-            return lambda a: read(id(a) + 16).value
+            return "read(id({}) + 16).value"
     except Exception:  # noqa: BLE001 - any doubt: the documented way
         pass
-    return lambda a: a.ctypes.data
+    return "{}.ctypes.data"
 
 
-_data_ptr = _pointer_reader()
+_PTR = _pointer_reader()  # text with one {} for the array
 
 
 class _Launch:
@@ -307,7 +311,7 @@ class _Launch:
     def __init__(self, kernel: LLVMKernel, args: tuple) -> None:
         self.kernel = kernel
         ck = kernel.compiled
-        env = {"cfunc": ck.cfunc, "pack": ck._struct.pack, "ptr": _data_ptr}
+        env = {"cfunc": ck.cfunc, "pack": ck._struct.pack, "read": ctypes.c_uint64.from_address}
         lines, slots, sources = [], [], []
         for n, (p, a) in enumerate(zip(kernel.raw.params, args)):
             if isinstance(p, ir.BufferParam):
@@ -315,7 +319,7 @@ class _Launch:
                 lines.append(f"    b{n} = {_fetch(a, env, n)}")
                 if p.ndim:
                     lines.append(f"    s{n} = b{n}.shape; t{n} = b{n}.strides")
-                slots.append(f"ptr(b{n})")
+                slots.append(_PTR.format(f"b{n}"))
                 slots += [f"s{n}[{d}]" for d in range(p.ndim)]
                 slots += [f"(0 if s{n}[{d}] == 1 else t{n}[{d}] // {isz})" for d in range(p.ndim)]
                 sources.append(_source(a))
@@ -323,9 +327,13 @@ class _Launch:
                 if not isinstance(a, HostScalar):
                     raise LoweringError(f"kernel {kernel.name}: scalar parameter {p.name} needs a HostScalar, "
                                         f"given {a!r}")
-                env[f"h{n}"] = a.fn
-                conv = "float" if ir.is_float(p.dtype) else ("bool" if p.dtype == "bool" else "int")
-                slots.append(f"{conv}(h{n}(ins))")
+                conv = float if ir.is_float(p.dtype) else (bool if p.dtype == "bool" else int)
+                if _is_constant(a):  # alpha, beta, use_c: evaluated once, here, not per call
+                    env[f"h{n}"] = conv(a.fn(()))
+                    slots.append(f"h{n}")
+                else:
+                    env[f"h{n}"] = a.fn
+                    slots.append(f"{conv.__name__}(h{n}(ins))")
         src = "def launch(ins, outs, temps):\n" + "\n".join(lines) + \
             f"\n    cfunc(pack({', '.join(slots)}))\n"
         exec(compile(src, f"<kiln launch {kernel.name}>", "exec"), env)  # noqa: S102 - our own text
@@ -338,6 +346,14 @@ class _Launch:
 
     def __call__(self, ins, outs, temps) -> None:
         self.call(ins, outs, temps)
+
+
+def _is_constant(scalar: HostScalar) -> bool:
+    """Whether a host scalar is one of the lowering rules' constants (``_constant(value)``),
+    the same value on every call whatever the inputs."""
+    from engine.lowering.gemm import _constant
+
+    return getattr(scalar.fn, "__code__", None) is _constant(None).__code__
 
 
 def _fetch(a, env: dict, n: int) -> str:
@@ -374,7 +390,8 @@ def _source(a):
 
 class _NodePlan:
     __slots__ = ("node", "in_slots", "out_slots", "lowered", "launches", "fresh", "dtypes", "release",
-                 "host", "temp_specs", "host_outputs", "out_kind", "execute")
+                 "host", "temp_specs", "host_outputs", "out_kind", "execute", "value_inputs", "shape_memo",
+                 "temp_dtypes")
 
     def __init__(self, node, in_slots, out_slots) -> None:
         self.node = node
@@ -387,9 +404,16 @@ class _NodePlan:
         self.release: list = []
         self.host = False
         self.temp_specs: list = []
+        self.temp_dtypes: list = []
         self.host_outputs: dict = {}
         self.out_kind: list = []   # per output: 0 fresh array, 1 pooled buffer, 2 computed on the host
         self.execute = None
+        #: inputs whose values (not only shapes) may decide the output shapes: 0-d or integer
+        self.value_inputs = tuple(k for k, v in enumerate(node.inputs)
+                                  if v.ndim == 0 or np.dtype(v.dtype).kind in "biu")
+        #: _shape_key(ins) -> (output shapes, temp shapes): output_shapes and the temps' shape
+        #: functions read only shapes and small values, so a repeated signature skips them
+        self.shape_memo: dict = {}
 
 
 def _wrap(node, error: Exception) -> KilnShapeError:
@@ -428,19 +452,60 @@ def _exec_view(plan, vals, owned, pool, profiling) -> None:
         _release(plan, vals, owned, pool)
 
 
+def _shape_key(plan, ins) -> tuple | None:
+    """What a node's output and temp shapes depend on: its inputs' shapes and the bytes of its
+    small 0-d / integer inputs (None: not memoizable, e.g. a large index array whose values the
+    lowering bounds-checks on every call)."""
+    try:
+        key = tuple([a.shape for a in ins])
+        if plan.value_inputs:
+            extra = []
+            for k in plan.value_inputs:
+                a = ins[k]
+                if a.size > SHAPE_MEMO_VALUE:
+                    return None
+                extra.append(a.tobytes())
+            key += tuple(extra)
+    except AttributeError:  # a host value that is not an array (a Python scalar): no memo
+        return None
+    return key
+
+
+def _shapes(plan, ins) -> tuple:
+    """(output shapes, temp shapes) of a node for these inputs, memoized on ``_shape_key``."""
+    key = _shape_key(plan, ins)
+    memo = plan.shape_memo
+    found = memo.get(key) if key is not None else None
+    if found is not None:
+        return found
+    try:
+        shapes = tuple(tuple(s) for s in plan.lowered.output_shapes(ins))
+        temps = tuple(tuple(fn(ins)) for _, fn in plan.temp_specs)
+    except KilnError:
+        raise
+    except (ValueError, IndexError, TypeError, OverflowError) as e:
+        raise _wrap(plan.node, e) from e
+    found = (shapes, temps)
+    if key is not None:  # only a check that passed is remembered: a failing one raises every time
+        if len(memo) >= SHAPE_MEMO_SIZE:
+            memo.clear()
+        memo[key] = found
+    return found
+
+
 def _exec_kernels(plan, vals, owned, pool, profiling, ins=None) -> None:
     if ins is None:
         ins = [vals[s] for s in plan.in_slots]
+    shapes, temp_shapes = _shapes(plan, ins)
     try:
-        shapes = plan.lowered.output_shapes(ins)
-        temps = [pool.get(tuple(fn(ins)), np.dtype(dt)) for dt, fn in plan.temp_specs] if plan.temp_specs else ()
+        temps = [pool.get(shape, dt) for shape, dt in zip(temp_shapes, plan.temp_dtypes)] if temp_shapes else ()
         outs = []
         for k, shape in enumerate(shapes):
             kind = plan.out_kind[k]
             if kind == 0:
                 outs.append(np.empty(shape, plan.dtypes[k]))
             elif kind == 1:
-                outs.append(pool.get(tuple(shape), plan.dtypes[k]))
+                outs.append(pool.get(shape, plan.dtypes[k]))
                 owned.add(plan.out_slots[k])
             else:
                 outs.append(plan.host_outputs[k](ins))
@@ -613,6 +678,7 @@ class LLVMBackend(Backend):
                 continue
             plan.lowered = low
             plan.temp_specs = list(low.temps)
+            plan.temp_dtypes = [np.dtype(dt) for dt, _ in low.temps]
             plan.host_outputs = dict(getattr(low, "host_outputs", {}) or {})
             renames = {}
             for k in low.kernels:
