@@ -17,9 +17,11 @@
 ``KilnShapeError`` naming the node, before any of its kernels runs), allocate outputs (fresh
 arrays for the function's outputs, pooled buffers reused across calls for intermediates,
 released after their last reader), then launch the steps with argument packing precomputed per
-step. ``kernels`` lists ``LLVMKernel`` objects (``name``, ``nodes``, ``source(level)`` for
-"ir" | "loops" | "llvm" | "asm", ``stats``). ``profile()`` gives per-kernel calls and time
-when profiling is on (``KILN_DEBUG=timing`` or ``compiled.profiling = True``).
+step. A node remembers its output and temp shapes per input signature (shapes, and the values of
+small 0-d / integer inputs), so a repeated call skips that work; constant host scalars (gemm's
+alpha, beta) are packed as literals. ``kernels`` lists ``LLVMKernel`` objects (``name``,
+``nodes``, ``source(level)`` for "ir" | "loops" | "llvm" | "asm", ``stats``). ``profile()``
+gives per-kernel calls and time when profiling is on (``KILN_DEBUG=timing`` or ``compiled.profiling = True``).
 
 Nodes without a lowering (e.g. nn ops before their rules exist) run through the numpy oracle's
 implementation on the host and are listed in ``host_nodes`` (``KILN_LLVM_STRICT=1`` raises
