@@ -81,8 +81,10 @@ def _trips(loop):
 def _work(loop):
     """Estimated iterations of a loop nest: trips x the summed trips of the loops nested in
     it (three levels; sibling loops add up, so a nest split into border / interior segments
-    counts all of them). A nested loop whose bounds use a name bound inside the nest counts
-    as one trip of its body (the estimate is evaluated before the loop)."""
+    counts all of them). A nested loop whose bounds use a name bound inside the nest cannot be
+    sized before the loop runs: it counts as a whole chunk of work, because such nests are the
+    hand-scheduled ones (a GEMM's tile units, a conv's row ranges) whose author already sized
+    each iteration for a thread; counting them as one trip left the GEMM on one thread."""
     inside = ir.bound_names(loop) | {loop.var.name}
 
     def body_work(body, depth):
@@ -92,7 +94,7 @@ def _work(loop):
         total = None
         for inner in loops:
             free = not (ir.free_vars(inner.start) | ir.free_vars(inner.stop)) & inside
-            w = ir.binop("max", _trips(inner), 1) if free else ir.Const(1)
+            w = ir.binop("max", _trips(inner), 1) if free else ir.Const(PARALLEL_THRESHOLD)
             sub = body_work(inner.body, depth - 1)
             w = w if sub is None else w * sub
             total = w if total is None else total + w
