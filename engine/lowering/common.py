@@ -577,36 +577,29 @@ def uniform_unit(word, dtype: str):
     return Cast(word, "float64") * Const(2.0 ** -32, "float64")
 
 
+def _box_muller_uniforms(w1, w2, dtype: str) -> tuple:
+    """(u1 in (0, 1], u2 in [0, 1)) in float64 from a pair of words; for float32 they are the
+    float32 uniforms, exact in float64 (engine/philox.py)."""
+    if dtype == "float32":
+        scale = Const(2.0 ** -24, "float64")
+        return (Cast((w1 >> Const(8, "uint32")) + Const(1, "uint32"), "float64") * scale,
+                Cast(w2 >> Const(8, "uint32"), "float64") * scale)
+    scale = Const(2.0 ** -32, "float64")
+    return (Cast(w1, "float64") + Const(1.0, "float64")) * scale, Cast(w2, "float64") * scale
+
+
 def box_muller(em: Emitter, w1, w2, dtype: str) -> tuple:
-    """(z_even, z_odd) from a pair of words: Box-Muller in float64, float32 rounded once
-    (engine/philox.py)."""
-    if config.deterministic:  # the same bits on every backend (engine/portable_math.py)
-        return _portable_box_muller(em, w1, w2, dtype)
-    if dtype == "float32":  # the float32 uniforms, exact in float64; one rounding at the end
-        scale = Const(2.0 ** -24, "float64")
-        u1 = Cast((w1 >> Const(8, "uint32")) + Const(1, "uint32"), "float64") * scale
-        u2 = Cast(w2 >> Const(8, "uint32"), "float64") * scale
+    """(z_even, z_odd) from a pair of words: Box-Muller in float64, rounded once to ``dtype``
+    (engine/philox.py). Under config.deterministic, engine/portable_math.py's version, which
+    gives the same bits on every backend."""
+    u1, u2 = _box_muller_uniforms(w1, w2, dtype)
+    if config.deterministic:
+        from engine import portable_math
+
+        ops = portable_math.IROps(em)
+        z0, z1 = portable_math.box_muller(ops.local(u1), ops.local(u2), ops)
     else:
-        scale = Const(2.0 ** -32, "float64")
-        u1 = (Cast(w1, "float64") + Const(1.0, "float64")) * scale
-        u2 = Cast(w2, "float64") * scale
-    r = em.local(ir.sqrt(ir.log(u1) * Const(-2.0, "float64")), "r")
-    theta = em.local(Const(2.0 * math.pi, "float64") * u2, "th")
-    z0, z1 = r * ir.cos(theta), r * ir.sin(theta)
-    return (Cast(z0, dtype), Cast(z1, dtype)) if dtype != "float64" else (z0, z1)
-
-
-def _portable_box_muller(em: Emitter, w1, w2, dtype: str) -> tuple:
-    from engine import portable_math
-
-    if dtype == "float32":   # the float32 uniforms, exact in float64; one rounding at the end
-        scale = Const(2.0 ** -24, "float64")
-        u1 = Cast((w1 >> Const(8, "uint32")) + Const(1, "uint32"), "float64") * scale
-        u2 = Cast(w2 >> Const(8, "uint32"), "float64") * scale
-    else:
-        scale = Const(2.0 ** -32, "float64")
-        u1 = (Cast(w1, "float64") + Const(1.0, "float64")) * scale
-        u2 = Cast(w2, "float64") * scale
-    ops = portable_math.IROps(em)
-    z0, z1 = portable_math.box_muller(ops.local(u1), ops.local(u2), ops)
+        r = em.local(ir.sqrt(ir.log(u1) * Const(-2.0, "float64")), "r")
+        theta = em.local(Const(2.0 * math.pi, "float64") * u2, "th")
+        z0, z1 = r * ir.cos(theta), r * ir.sin(theta)
     return (Cast(z0, dtype), Cast(z1, dtype)) if dtype != "float64" else (z0, z1)
