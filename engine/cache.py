@@ -53,6 +53,31 @@ def cache_key(*parts):
     return h.hexdigest()
 
 
+_SOURCES_SHA256: dict = {}
+
+
+def sources_sha256(*paths: str) -> str:
+    """sha256 over Kiln source files, given relative to the repository root (a directory stands
+    for its .py files): part of every compile-cache key, so an edited code generator never
+    serves stale code. Memoized per path tuple (sources do not change under a running process)."""
+    if paths not in _SOURCES_SHA256:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        h = hashlib.sha256()
+        for rel in paths:
+            path = os.path.join(root, rel)
+            files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".py")) \
+                if os.path.isdir(path) else [path]
+            for f in files:
+                try:
+                    with open(f, "rb") as fh:
+                        data = fh.read()
+                except OSError:
+                    data = b""
+                h.update(os.path.relpath(f, root).encode() + b"\0" + hashlib.sha256(data).digest())
+        _SOURCES_SHA256[paths] = h.hexdigest()
+    return _SOURCES_SHA256[paths]
+
+
 def kiln_version():
     engine = sys.modules.get("engine")
     return str(getattr(engine, "__version__", "0+unknown"))

@@ -30,42 +30,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import numpy as np
 
-from engine.cache import cache_key, get_cache, kiln_version
+from engine.cache import cache_key, get_cache, kiln_version, sources_sha256
 
 FORMAT = 1
 NAMESPACE = "functions"
 STATS = {"hits": 0, "misses": 0, "stored": 0}
 
-_SOURCE_HASH: dict = {}
 #: files whose contents determine the code generated for a graph
 SOURCES = ("engine/lower.py", "engine/loopopt.py", "engine/kernel_ir.py", "engine/kernel_print.py",
-           "engine/lowering", "backends/llvm/backend.py", "backends/llvm/render.py", "backends/llvm/mathops.py",
-           "backends/llvm/vecmath.py", "backends/llvm/compile_worker.py",
+           "engine/lowering", "backends/common.py", "backends/llvm/backend.py", "backends/llvm/render.py",
+           "backends/llvm/mathops.py", "backends/llvm/vecmath.py", "backends/llvm/compile_worker.py",
            "backends/llvm/runtime.py")
 
 
 def sources_hash() -> str:
-    """sha256 over the code-generating sources (SOURCES, directories by their .py files)."""
-    if "h" not in _SOURCE_HASH:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        h = hashlib.sha256()
-        for rel in SOURCES:
-            path = os.path.join(root, rel)
-            files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".py")) \
-                if os.path.isdir(path) else [path]
-            for f in files:
-                try:
-                    with open(f, "rb") as fh:
-                        data = fh.read()
-                except OSError:
-                    data = b""
-                h.update(os.path.relpath(f, root).encode() + b"\0" + hashlib.sha256(data).digest())
-        _SOURCE_HASH["h"] = h.hexdigest()
-    return _SOURCE_HASH["h"]
+    """sha256 over the code-generating sources (SOURCES)."""
+    return sources_sha256(*SOURCES)
 
 
 def _canon(value) -> str:

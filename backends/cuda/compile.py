@@ -18,7 +18,6 @@ numpy; explicit ``fma`` nodes still use ``fmaf``), otherwise nvcc's IEEE default
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from engine.cache import cache_key, get_cache, kiln_version
+from engine.cache import cache_key, get_cache, kiln_version, sources_sha256
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError
 
@@ -79,14 +78,8 @@ def nvcc_version():
 
 def renderer_hash():
     """sha256 of the sources that make CUDA C: an edited renderer never serves stale code."""
-    if "hash" not in _STATE:
-        h = hashlib.sha256()
-        here = os.path.dirname(os.path.abspath(__file__))
-        for name in ("render.py", "mathops.py", "compile.py"):
-            with open(os.path.join(here, name), "rb") as f:
-                h.update(f.read())
-        _STATE["hash"] = h.hexdigest()
-    return _STATE["hash"]
+    return sources_sha256("backends/common.py", "backends/cuda/render.py", "backends/cuda/mathops.py",
+                          "backends/cuda/compile.py")
 
 
 def _key(kind, source, arch):
@@ -112,52 +105,39 @@ def _run(cmd, what, source):
     return r
 
 
-def compile_ptx(source, arch=DEFAULT_ARCH, cache=True):
-    """PTX text of a translation unit for arch (e.g. "sm_90")."""
-    key = _key("ptx", source, arch)
+def _nvcc(kind, source, arch, cache):
+    """``nvcc -<kind>`` of a translation unit (kind "ptx" or "cubin"): the output's bytes, from
+    the cache when an entry is there (verified by engine/cache.py), else compiled and stored."""
+    key = _key(kind, source, arch)
     disk = get_cache(CACHE_NAMESPACE) if cache else None
     hit = disk.get(key) if disk is not None else None
     if hit is not None:
         STATS["cache_hits"] += 1
-        debug_log("cache", f"hit cuda ptx {arch} {key[:16]}")
-        return hit[0].decode()
-    if debug_enabled("cuda"):
-        debug_log("cuda", f"translation unit ({arch})\n{source}")
-    with _LOCK, tempfile.TemporaryDirectory(prefix="kiln-cuda-") as d:
-        src, out = os.path.join(d, "kiln.cu"), os.path.join(d, "kiln.ptx")
-        with open(src, "w") as f:
-            f.write(source)
-        _run([_tool("nvcc"), f"-arch={arch}", "-ptx", *FLAGS, "-o", out, src], "nvcc", source)
-        STATS["nvcc"] += 1
-        with open(out) as f:
-            ptx = f.read()
-    if disk is not None:
-        disk.put(key, ptx.encode(), {"kind": "ptx", "arch": arch})
-    return ptx
-
-
-def compile_cubin(source, arch=DEFAULT_ARCH, cache=True):
-    """cubin bytes of a translation unit for arch (``nvcc -cubin``: one process)."""
-    key = _key("cubin", source, arch)
-    disk = get_cache(CACHE_NAMESPACE) if cache else None
-    hit = disk.get(key) if disk is not None else None
-    if hit is not None:
-        STATS["cache_hits"] += 1
-        debug_log("cache", f"hit cuda cubin {arch} {key[:16]}")
+        debug_log("cache", f"hit cuda {kind} {arch} {key[:16]}")
         return hit[0]
     if debug_enabled("cuda"):
         debug_log("cuda", f"translation unit ({arch})\n{source}")
     with _LOCK, tempfile.TemporaryDirectory(prefix="kiln-cuda-") as d:
-        src, out = os.path.join(d, "kiln.cu"), os.path.join(d, "kiln.cubin")
+        src, out = os.path.join(d, "kiln.cu"), os.path.join(d, f"kiln.{kind}")
         with open(src, "w") as f:
             f.write(source)
-        _run([_tool("nvcc"), f"-arch={arch}", "-cubin", *FLAGS, "-o", out, src], "nvcc", source)
+        _run([_tool("nvcc"), f"-arch={arch}", f"-{kind}", *FLAGS, "-o", out, src], "nvcc", source)
         STATS["nvcc"] += 1
         with open(out, "rb") as f:
-            cubin = f.read()
+            data = f.read()
     if disk is not None:
-        disk.put(key, cubin, {"kind": "cubin", "arch": arch})
-    return cubin
+        disk.put(key, data, {"kind": kind, "arch": arch})
+    return data
+
+
+def compile_ptx(source, arch=DEFAULT_ARCH, cache=True):
+    """PTX text of a translation unit for arch (e.g. "sm_90")."""
+    return _nvcc("ptx", source, arch, cache).decode()
+
+
+def compile_cubin(source, arch=DEFAULT_ARCH, cache=True):
+    """cubin bytes of a translation unit for arch (``nvcc -cubin``: one process)."""
+    return _nvcc("cubin", source, arch, cache)
 
 
 def ptx_entry(ptx, name):

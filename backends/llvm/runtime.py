@@ -51,7 +51,7 @@ import numpy as np
 
 from backends.llvm import compile_pool, compile_worker, render
 from engine import kernel_ir as kir
-from engine.cache import cache_key, get_cache, kiln_version
+from engine.cache import cache_key, get_cache, kiln_version, sources_sha256
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnTypeError, KilnValueError
 
@@ -131,14 +131,8 @@ def default_opt():
 
 def renderer_hash():
     """sha256 of the renderer's sources: an edited renderer never serves stale code."""
-    if "renderer_hash" not in _STATE:
-        h = hashlib.sha256()
-        here = os.path.dirname(os.path.abspath(render.__file__))
-        for name in ("render.py", "mathops.py", "vecmath.py", "compile_worker.py"):
-            with open(os.path.join(here, name), "rb") as f:
-                h.update(f.read())
-        _STATE["renderer_hash"] = h.hexdigest()
-    return _STATE["renderer_hash"]
+    return sources_sha256("backends/common.py", "backends/llvm/render.py", "backends/llvm/mathops.py",
+                          "backends/llvm/vecmath.py", "backends/llvm/compile_worker.py")
 
 
 def kernel_key(kernel, opt, text=None):
