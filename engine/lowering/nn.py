@@ -82,6 +82,19 @@ def _same(node, what, got, want):
         raise _err(node, f"{what} has shape {tuple(got)}, expected {tuple(want)}")
 
 
+def _pad_input(dtype, pads):
+    """x zero-padded by ``pads(ins) -> (ph, pw)`` into Tmp(0): the pad kernel, its step and the
+    temp's (dtype, shape_fn), for the convolutions whose padding is not statically 0."""
+    pad = C.pad_kernel(dtype)
+
+    def padded(ins):
+        (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
+        return (n, c, h + 2 * ph, w + 2 * pw)
+    step = Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
+                           HostScalar(lambda ins: pads(ins)[1])))
+    return pad, step, (dtype, padded)
+
+
 def _static_padding(padding, dilation, ksize):
     if not isinstance(padding, str):
         return tuple(padding)
@@ -121,15 +134,8 @@ def conv2d_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
     extra = (In(2),) if bias is not None else ()
     if _static_padding(padding, dilation, ksize) == (0, 0):
         return Lowered([conv], [Step(conv.name, (In(0), In(1), *extra, Out(0)))], out_shape)
-    pad = C.pad_kernel(dtype)
-
-    def padded(ins):
-        (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
-        return (n, c, h + 2 * ph, w + 2 * pw)
-    steps = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
-                             HostScalar(lambda ins: pads(ins)[1]))),
-             Step(conv.name, (Tmp(0), In(1), *extra, Out(0)))]
-    return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
+    pad, pad_step, temp = _pad_input(dtype, pads)
+    return Lowered([pad, conv], [pad_step, Step(conv.name, (Tmp(0), In(1), *extra, Out(0)))], out_shape, [temp])
 
 
 #: channels (input and output, per group) from which the input gradient runs as a GEMM
@@ -356,30 +362,17 @@ def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1
         if _static_padding(padding, dilation, ksize) == (0, 0):
             return _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, In(0), (),
                                      out_shape, [])
-        pad = C.pad_kernel(dtype)
-
-        def padded_x(ins):
-            (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
-            return (n, c, h + 2 * ph, w + 2 * pw)
-        pre = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
-                               HostScalar(lambda ins: pads(ins)[1])))]
-        low = _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, Tmp(0), pre,
-                                out_shape, [(dtype, padded_x)])
+        pad, pad_step, temp = _pad_input(dtype, pads)
+        low = _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, Tmp(0), [pad_step],
+                                out_shape, [temp])
         low.kernels.insert(0, pad)
         return low
     conv = C.conv2d_grad_weight(dtype, stride, padding, dilation, groups, filter_flip, ksize,
                                 width=width)
     if _static_padding(padding, dilation, ksize) == (0, 0):
         return Lowered([conv], [Step(conv.name, (In(0), In(1), Out(0)))], out_shape)
-    pad = C.pad_kernel(dtype)
-
-    def padded(ins):
-        (n, c, h, w), (ph, pw) = ins[0].shape, pads(ins)
-        return (n, c, h + 2 * ph, w + 2 * pw)
-    steps = [Step(pad.name, (In(0), Tmp(0), HostScalar(lambda ins: pads(ins)[0]),
-                             HostScalar(lambda ins: pads(ins)[1]))),
-             Step(conv.name, (Tmp(0), In(1), Out(0)))]
-    return Lowered([pad, conv], steps, out_shape, [(dtype, padded)])
+    pad, pad_step, temp = _pad_input(dtype, pads)
+    return Lowered([pad, conv], [pad_step, Step(conv.name, (Tmp(0), In(1), Out(0)))], out_shape, [temp])
 
 
 def _lc_out(node, xs, ws, stride):
