@@ -50,6 +50,7 @@ MR x KC slice of A (12 KB) stays in L1; the B block (KC x NC, 0.5 MB) stays in L
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -193,7 +194,8 @@ def _cdiv(x, y):
 
 
 def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
-    """The kernel ``(a, b, [c], [bias], out, alpha, beta, [use_c], nthreads)``.
+    """The kernel ``(a, b, [c], [bias], out, alpha, beta, [use_c], nthreads)``, built once
+    per process per arguments (kernels are immutable; a LeNet step asks for the same two 22 times).
 
     ``a``: (..., M, K); ``b``: (..., K, N); ``out``: (..., M, N), its shape sets M, N and the
     batch. A transposed operand is a transposed view (strides), never a flag of the kernel:
@@ -205,7 +207,11 @@ def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
     beta; ``bias``: (N,), added as is; ``alpha``/``beta``: scalars of the dtype;
     ``nthreads``: int64, the threads to split the work for (<= 1: one).
     """
-    epilogue = epilogue_ops(epilogue)
+    return _gemm_kernel(cfg, epilogue_ops(epilogue), bool(has_bias), tuple(batch), name)
+
+
+@functools.lru_cache(maxsize=64)
+def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
     dt, L, MR, NV, KC, MC, NC, NR = (cfg.dtype, cfg.lanes, cfg.mr, cfg.nv, cfg.kc, cfg.mc,
                                      cfg.nc, cfg.nr)
     if MC % MR or NC % NR:

@@ -7,7 +7,7 @@ the consumer's shape (no recomputation per broadcast element), or when it is che
 two cheap scalar ops), then it may be duplicated; a fused op takes at most
 ``MAX_FUSED_INPUTS`` inputs. Inlining a producer rebuilds the consumer from the producer's
 inputs, which can never create a cycle; grouping siblings into one multi-output node can, so
-those groups are checked for convexity on the networkx view first.
+those groups are checked for convexity first.
 """
 
 from __future__ import annotations
@@ -183,14 +183,11 @@ def fuse_multi_output(outputs: Sequence[Variable], ctx: RewriteContext) -> list[
             candidates.append((node, group))
     if not candidates:
         return outputs
-    import networkx as nx
-
-    graph = nx.DiGraph()
+    successors: dict[int, set[int]] = {id(node): set() for node in nodes}
     for node in nodes:
-        graph.add_node(id(node))
         for inp in node.inputs:
             if inp.owner is not None:
-                graph.add_edge(id(inp.owner), id(node))
+                successors[id(inp.owner)].add(id(node))
     index = {id(n): k for k, n in enumerate(nodes)}
     assigned: dict[int, int] = {}
     groups: list[tuple[Apply, list[Apply]]] = []
@@ -202,7 +199,7 @@ def fuse_multi_output(outputs: Sequence[Variable], ctx: RewriteContext) -> list[
             if id(c) in assigned:
                 continue
             trial = [producer, *chosen, c]
-            if _n_inputs(trial) <= MAX_FUSED_INPUTS and _convex(graph, {id(n) for n in trial}, index):
+            if _n_inputs(trial) <= MAX_FUSED_INPUTS and _convex(successors, {id(n) for n in trial}, index):
                 chosen.append(c)
         if chosen:
             for n in (producer, *chosen):
@@ -210,7 +207,7 @@ def fuse_multi_output(outputs: Sequence[Variable], ctx: RewriteContext) -> list[
             groups.append((producer, chosen))
     if not groups:
         return outputs
-    return _rebuild_with_groups(outputs, nodes, groups, assigned, consumers, out_ids, graph)
+    return _rebuild_with_groups(outputs, nodes, groups, assigned, consumers, out_ids)
 
 
 def _n_inputs(members: list[Apply]) -> int:
@@ -219,11 +216,11 @@ def _n_inputs(members: list[Apply]) -> int:
                 if id(i) not in produced and not (isinstance(i, Constant) and i.ndim == 0)})
 
 
-def _convex(graph, members: set[int], index: dict[int, int]) -> bool:
+def _convex(successors: dict[int, set[int]], members: set[int], index: dict[int, int]) -> bool:
     """No path leaves the group and comes back (else one kernel would wait on itself). The
     search from the group's outside successors stops past the last member in topological order."""
     last = max(index[m] for m in members)
-    stack = [s for m in members for s in graph.successors(m) if s not in members]
+    stack = [s for m in members for s in successors[m] if s not in members]
     seen: set[int] = set()
     while stack:
         n = stack.pop()
@@ -232,29 +229,26 @@ def _convex(graph, members: set[int], index: dict[int, int]) -> bool:
         if n in seen or index[n] > last:
             continue
         seen.add(n)
-        stack.extend(graph.successors(n))
+        stack.extend(successors[n])
     return True
 
 
-def _rebuild_with_groups(outputs, nodes, groups, assigned, consumers, out_ids, graph) -> list[Variable]:
-    import networkx as nx
-
-    units = nx.DiGraph()
+def _rebuild_with_groups(outputs, nodes, groups, assigned, consumers, out_ids) -> list[Variable]:
     order_index = {id(n): k for k, n in enumerate(nodes)}
 
     def unit(node: Apply):
         return ("g", assigned[id(node)]) if id(node) in assigned else ("n", id(node))
 
     by_id = {id(n): n for n in nodes}
+    unit_edges: dict[tuple, set[tuple]] = {}
     for node in nodes:
         u = unit(node)
-        units.add_node(u)
+        unit_edges.setdefault(u, set())
         for inp in node.inputs:
             if inp.owner is not None and unit(inp.owner) != u:
-                units.add_edge(unit(inp.owner), u)
-    try:
-        order = list(nx.lexicographical_topological_sort(units, key=lambda u: _first_index(u, groups, order_index)))
-    except nx.NetworkXUnfeasible:
+                unit_edges.setdefault(unit(inp.owner), set()).add(u)
+    order = _ordered_toposort(unit_edges, lambda u: _first_index(u, groups, order_index))
+    if order is None:
         return outputs
     memo: dict[int, Variable] = {}
 
@@ -293,6 +287,28 @@ def _rebuild_with_groups(outputs, nodes, groups, assigned, consumers, out_ids, g
             n.site = old.site
             memo[id(old)] = n
     return [get(o) for o in outputs]
+
+
+def _ordered_toposort(successors: dict, key) -> list | None:
+    """A topological order that always takes the ready unit of smallest key (so groups keep
+    the original schedule's order as far as the edges allow); None when there is a cycle."""
+    import heapq
+
+    indegree = dict.fromkeys(successors, 0)
+    for targets in successors.values():
+        for t in targets:
+            indegree[t] += 1
+    ready = [(key(u), u) for u, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, u = heapq.heappop(ready)
+        order.append(u)
+        for t in successors[u]:
+            indegree[t] -= 1
+            if indegree[t] == 0:
+                heapq.heappush(ready, (key(t), t))
+    return order if len(order) == len(successors) else None
 
 
 def _first_index(u, groups, order_index) -> int:
