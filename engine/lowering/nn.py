@@ -108,17 +108,17 @@ def _static_padding(padding, dilation, ksize):
 
 def conv2d_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, filter_flip=False,
                 ksize=(None, None), nfilters=None, bias=None, epilogue=(), width=None,
-                node=None) -> Lowered:
+                node=None, channels=None) -> Lowered:
     """Inputs (x, w[, bias]) -> out. ``bias``: None or (ndim, static shape) of the bias;
-    ``nfilters`` / ``width``: the static filter count / output width, when known."""
+    ``nfilters`` / ``width`` / ``channels``: the static filter count / output width / input
+    channels per group (w's second dim), when known. By ``fwd_by_gemm``: an implicit GEMM,
+    else direct."""
     ksize = _static(ksize)
     per_group = nfilters // groups if isinstance(nfilters, int) else None
     bias_ndim = bias_bcast = None
     if bias is not None:
         bias_ndim = bias[0]
         bias_bcast = tuple(d == 1 for d in bias[1])
-    conv = C.conv2d_fwd(dtype, stride, padding, dilation, groups, filter_flip, ksize, per_group,
-                        bias_ndim, bias_bcast, epilogue, width=width)
 
     def pads(ins):
         return conv_padding(padding, dilation, *ins[1].shape[2:])
@@ -132,10 +132,66 @@ def conv2d_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
         return [out]
 
     extra = (In(2),) if bias is not None else ()
-    if _static_padding(padding, dilation, ksize) == (0, 0):
+    unpadded = _static_padding(padding, dilation, ksize) == (0, 0)
+    if ir_float(dtype) and fwd_by_gemm(groups):
+        depth = channels * ksize[0] * ksize[1] if None not in (channels, *ksize) else None
+        gemm = _fwd_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, width, depth,
+                         bias_ndim, bias_bcast, epilogue)
+        if unpadded:
+            return gemm(In(0), [], [], out_shape)
+        pad, pad_step, temp = _pad_input(dtype, pads)
+        low = gemm(Tmp(0), [pad_step], [temp], out_shape)
+        low.kernels.insert(0, pad)
+        return low
+    conv = C.conv2d_fwd(dtype, stride, padding, dilation, groups, filter_flip, ksize, per_group,
+                        bias_ndim, bias_bcast, epilogue, width=width)
+    if unpadded:
         return Lowered([conv], [Step(conv.name, (In(0), In(1), *extra, Out(0)))], out_shape)
     pad, pad_step, temp = _pad_input(dtype, pads)
     return Lowered([pad, conv], [pad_step, Step(conv.name, (Tmp(0), In(1), *extra, Out(0)))], out_shape, [temp])
+
+
+def fwd_by_gemm(groups) -> bool:
+    """The formulation rule of the forward conv. Direct (``C.conv2d_fwd``) reuses each weight
+    load over 2 rows x a block of <= 8 filters but is bound by its loads; the implicit GEMM
+    (engine/lowering/conv_fwd_gemm.py) keeps 24 vector accumulators busy, tiled by output
+    columns or by positions (whichever wastes less, per launch), so it serves any size:
+    measured on one thread it won on LeNet layer 1 (1 channel, 20 filters: 2.6 vs 2.7 ms),
+    layer 2 (13.0 vs 15.2 ms) and the 3-channel 5x5 benchmark conv (3.1 vs 4.9 ms). So: every
+    ungrouped conv runs as the GEMM (any stride, dilation, padding, flip, bias and
+    epilogue); a grouped one runs direct."""
+    return not _DIRECT_ONLY.get() and groups == 1
+
+
+def _fwd_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, width, depth, bias_ndim,
+              bias_bcast, epilogue):
+    """A builder ``(xsrc, pre steps, temps, out_shape) -> Lowered`` of the implicit-GEMM
+    forward (engine/lowering/conv_fwd_gemm.py): the filters packed into wq (C*KH*KW, Fp),
+    then the GEMM from the (padded) input ``xsrc`` into out, tiled by columns or by positions
+    (``by_columns``: decided here when the width and the filter count are static, else per
+    launch)."""
+    from engine.lowering import conv_fwd_gemm as FG
+    from engine.lowering.gemm import num_threads
+
+    tiles = FG.fwd_tiles(dtype, nfilters)
+    pk = FG.pack_filters_kernel(dtype, filter_flip)
+    gk = FG.fwd_gemm_kernel(dtype, stride, dilation, tiles, FG.by_columns(width, nfilters, depth, tiles),
+                            bias_ndim, bias_bcast, epilogue)
+
+    def wq_shape(ins):
+        f, c, kh, kw = ins[1].shape
+        return (c * kh * kw, FG.padded_filters(f, tiles))
+    sizes = [HostScalar(lambda ins: ins[1].shape[2]), HostScalar(lambda ins: ins[1].shape[3])]
+    extra = (In(2),) if bias_ndim is not None else ()
+
+    def build(xsrc, pre, temps, out_shape):
+        t_wq = len(temps)
+        steps = list(pre) + [
+            Step(pk.name, (In(1), Tmp(t_wq))),
+            Step(gk.name, (xsrc, Tmp(t_wq), *extra, Out(0), *sizes, HostScalar(num_threads))),
+        ]
+        return Lowered([pk, gk], steps, out_shape, list(temps) + [(dtype, wq_shape)])
+    return build
 
 
 #: channels (input and output, per group) from which the input gradient runs as a GEMM
@@ -541,7 +597,8 @@ def _register():
     def _conv2d(node):
         x, w = node.inputs
         return conv2d_plan(x.dtype, ksize=w.type.shape[2:], nfilters=w.type.shape[0],
-                           width=node.outputs[0].type.shape[3], node=node, **conv_props(node.op))
+                           width=node.outputs[0].type.shape[3], node=node, channels=w.type.shape[1],
+                           **conv_props(node.op))
 
     @lowering(conv_ops.Conv2dGradInput)
     def _conv2d_gi(node):
@@ -614,7 +671,7 @@ def _register():
         bias = (node.inputs[2].ndim, node.inputs[2].type.shape) if op.has_bias else None
         return conv2d_plan(x.dtype, ksize=w.type.shape[2:], nfilters=w.type.shape[0], bias=bias,
                            epilogue=op.epilogue, width=node.outputs[0].type.shape[3], node=node,
-                           **conv_props(op.conv))
+                           channels=w.type.shape[1], **conv_props(op.conv))
 
     @lowering(fused_ops.FusedPool)
     def _fused_pool(node):
