@@ -21,6 +21,7 @@ EXPR_METHODS = {
     ir.Dim: "e_dim", ir.Stride: "e_stride", ir.BinOp: "e_binop", ir.UnOp: "e_unop",
     ir.FMA: "e_fma", ir.Cast: "e_cast", ir.Select: "e_select",
     ir.Broadcast: "e_broadcast", ir.Ramp: "e_ramp", ir.ReduceLanes: "e_reduce",
+    ir.Shuffle: "e_shuffle",
     ir.ThreadIdx: "e_gpu_index", ir.BlockIdx: "e_gpu_index", ir.BlockDim: "e_gpu_index",
 }
 STMT_METHODS = {

@@ -29,7 +29,8 @@ scalar param by name)  ``Load(buf, index, lanes=1)``  ``Dim(buf, axis)``  ``Stri
 ``BinOp(op, a, b)`` with op in BINARY_OPS  ``UnOp(op, a)`` with op in UNARY_OPS
 ``FMA(a, b, c)`` (fused a*b+c, one rounding)  ``Cast(value, dtype)``  ``Select(cond, a, b)``
 ``Broadcast(value, lanes)``  ``Ramp(base, stride, lanes)`` (base + k*stride in lane k)
-``ReduceLanes(op, value)`` (op in REDUCE_OPS)  ``ThreadIdx(axis)`` ``BlockIdx(axis)``
+``ReduceLanes(op, value)`` (op in REDUCE_OPS)  ``Shuffle(values, indices)`` (lane k is lane
+``indices[k]`` of the vectors ``values`` concatenated)  ``ThreadIdx(axis)`` ``BlockIdx(axis)``
 ``BlockDim(axis)`` (axis "x"|"y"|"z", int64; GPU only).
 Operators build nodes: ``+ - * / // % & | ^ << >> ~ -x`` and ``< <= > >=``. ``==`` and ``!=``
 keep structural equality (nodes are dict keys); use ``eq(a, b)`` / ``ne(a, b)`` in the IR.
@@ -462,6 +463,27 @@ class ReduceLanes(Expr):
     @property
     def dtype(self):
         return self.value.dtype
+
+
+@dataclass(frozen=True)
+class Shuffle(Expr):
+    """Lanes picked by constant positions from vectors of one dtype: lane k is lane
+    ``indices[k]`` of the concatenation of ``values`` (LLVM shufflevector). The vectorizer's
+    strided loads: a stride-s access loads the span its lanes cover as whole vectors and
+    keeps every s-th lane."""
+    values: tuple
+    indices: tuple
+
+    def __post_init__(self):
+        _set(self, values=tuple(self.values), indices=tuple(int(k) for k in self.indices))
+
+    @property
+    def dtype(self):
+        return self.values[0].dtype
+
+    @property
+    def lanes(self):
+        return len(self.indices)
 
 
 @dataclass(frozen=True)

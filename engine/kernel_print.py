@@ -94,6 +94,9 @@ class _Lister:
             text = f"broadcast {self.expr(e.value, depth, memo)}"
         elif t is ir.ReduceLanes:
             text = f"reduce_{e.op} {self.expr(e.value, depth, memo)}"
+        elif t is ir.Shuffle:
+            ops = ", ".join(self.expr(x, depth, memo) for x in e.values)
+            text = f"shuffle {ops} [{' '.join(map(str, e.indices))}]"
         else:
             text = f"<{t.__name__}>"
         name = f"%{self.next_value}"
@@ -194,6 +197,8 @@ def cexpr(e, top=True):
         return f"ramp{e.lanes}({cexpr(e.base)}, {cexpr(e.stride)})"
     if t is ir.ReduceLanes:
         return f"reduce_{e.op}({cexpr(e.value)})"
+    if t is ir.Shuffle:
+        return f"shuffle({', '.join(cexpr(x) for x in e.values)}, {{{', '.join(map(str, e.indices))}}})"
     return repr(e)
 
 

@@ -275,6 +275,14 @@ class _Verifier:
         if b != s or not ir.is_int(b[0]) or b[1] != 1:
             self.fail(e, f"ramp takes int scalars of one dtype, got {_tn(*b)}, {_tn(*s)}")
 
+    def e_Shuffle(self, e):
+        tys = [self.expr(x) for x in e.values]
+        if not tys or len({dt for dt, _ in tys}) != 1:
+            self.fail(e, f"shuffle takes vectors of one dtype, got {[_tn(*t) for t in tys]}")
+        n = sum(lanes for _, lanes in tys)
+        if not e.indices or any(not 0 <= k < n for k in e.indices):
+            self.fail(e, f"shuffle lanes {e.indices} out of the {n} lanes of its values")
+
     def e_ReduceLanes(self, e):
         dt, _ = self.expr(e.value)
         if e.op not in ir.REDUCE_OPS:

@@ -11,14 +11,17 @@ fn, *args)`` applies one to the loop over ``var`` and returns the new kernel::
                          and f divides the trip count).
 ``vectorize(loop, w)``   a ``kind="vectorize"`` loop of step w whose body computes w lanes at
                          once, then a scalar remainder loop. The loop index may appear in the
-                         LAST index of loads/stores with coefficient 1 (``A[r, i + c]``); other
-                         uses become ``Ramp``s; locals that vary with i become vectors.
+                         LAST index of loads/stores with coefficient 1 (``A[r, i + c]``), and of
+                         loads with a constant coefficient 2..MAX_LOAD_STRIDE (``A[r, 2*i + c]``:
+                         the span the lanes cover is loaded and every s-th lane kept, a
+                         ``Shuffle``); other uses become ``Ramp``s; locals that vary with i
+                         become vectors.
                          Accumulators declared outside (``acc = acc + x``, op in add mul min max
                          and or xor) get a vector partial and a ``ReduceLanes`` after the loop
                          (this reassociates float sums, as any vectorizer does). Refused, with
-                         a KernelIRError: gathers, stores to an index invariant in i, an If on a
-                         condition that varies with i, and loads of a stored buffer at another
-                         index (a possible loop-carried dependence).
+                         a KernelIRError: gathers, strided stores, stores to an index invariant
+                         in i, an If on a condition that varies with i, and loads of a stored
+                         buffer at another index (a possible loop-carried dependence).
 ``unroll(loop, f)``      f copies of the body per iteration (step f) and a remainder loop;
                          locals of copies 1.. are renamed ``name_u1``...
 ``mark_parallel(loop)``  the same loop with ``kind="parallel"``.
@@ -32,6 +35,10 @@ import dataclasses
 
 from engine import kernel_ir as ir
 from engine.kernel_ir import Const, KernelIRError, Var
+
+#: the largest constant stride along the loop index a vectorized load takes (as a load of the
+#: (lanes - 1) * stride + 1 elements the lanes span and a shuffle); larger: refused
+MAX_LOAD_STRIDE = 4
 
 # ----------------------------------------------------------------------------- arithmetic
 # Tiny constant-folding builders so transformed kernels stay readable.
@@ -234,15 +241,35 @@ class _Vectorizer:
                     return None if c is None else c * y.value
         return None
 
-    def access(self, node, index):
-        """True for a contiguous vector access, False for an invariant one; else fail."""
+    def access(self, node, index, max_stride=1):
+        """The stride of the access along the last axis per step of i: 0 when invariant, 1
+        when contiguous, up to ``max_stride``; else fail."""
         coefs = [self.coef(x) for x in index]
         if all(c == 0 for c in coefs):
-            return False
-        if coefs[-1] == 1 and all(c == 0 for c in coefs[:-1]):
-            return True
+            return 0
+        if all(c == 0 for c in coefs[:-1]) and isinstance(coefs[-1], int) \
+                and 1 <= coefs[-1] <= max_stride:
+            return coefs[-1]
         self.fail(node, "only the last index may depend on the loop index, as index + "
-                        "invariant (gathers and strided accesses are not vectorized)")
+                        "invariant (gathers and other strided accesses are not vectorized)")
+
+    def load(self, e):
+        """A vector load; stride s > 1: the n = (w - 1) * s + 1 elements the lanes span as
+        whole w-lane loads (the last one ends at the span's end: nothing past the last lane's
+        element is read), then every s-th element picked by a ``Shuffle``."""
+        s = self.access(e, e.index, MAX_LOAD_STRIDE)
+        w = self.w
+        if s == 1:
+            return ir.Load(e.buf, e.index, w)
+        n = (w - 1) * s + 1
+        starts = [k * w for k in range(-(-n // w) - 1)] + [n - w]
+        head, last = e.index[:-1], e.index[-1]
+        pieces = tuple(ir.Load(e.buf, head + (_add(last, Const(o)),), w) for o in starts)
+        picks = []
+        for elem in range(0, n, s):
+            k = min(elem // w, len(starts) - 1)
+            picks.append(k * w + elem - starts[k])
+        return ir.Shuffle(pieces, picks)
 
     def bc(self, e):
         return ir.Broadcast(e, self.w) if e.lanes == 1 else e
@@ -258,8 +285,7 @@ class _Vectorizer:
                 return ir.Ramp(e, Const(1, e.dtype), self.w)
             return Var(e.name, e.dtype, self.w)
         if t is ir.Load:
-            self.access(e, e.index)
-            return ir.Load(e.buf, e.index, self.w)
+            return self.load(e)
         if t is ir.Select:
             cond = self.expr(e.cond)
             return ir.Select(cond, self.bc(self.expr(e.a)), self.bc(self.expr(e.b)))

@@ -46,6 +46,10 @@ MAX_RENDER_UNROLL = 64
 LOCAL_ALIGN = 64  # bytes, of every local (stack) buffer
 
 
+def _lane_mask(lanes):
+    return ll.Constant(ll.VectorType(I32, len(lanes)), [ll.Constant(I32, k) for k in lanes])
+
+
 class RenderError(KilnError, ValueError):
     """Kernel IR the LLVM backend cannot render (names kernel and node)."""
 
@@ -452,6 +456,28 @@ class KernelRenderer(TableRenderer):
 
     def e_reduce(self, e):
         return self.ops.reduce(e.op, self.expr(e.value), e.dtype)
+
+    def e_shuffle(self, e):
+        """shufflevector of the values concatenated: one instruction for one value or two of
+        one type (a stride-2 load), else the values are concatenated first."""
+        vals = [self.expr(x) for x in e.values]
+        while len(vals) > 2 or len(vals) == 2 and vals[0].type != vals[1].type:
+            vals[:2] = [self.concat(vals[0], vals[1])]
+        other = vals[1] if len(vals) == 2 else ll.Constant(vals[0].type, ll.Undefined)
+        return self.b.shuffle_vector(vals[0], other, _lane_mask(e.indices))
+
+    def concat(self, a, b):
+        """The lanes of a then b (shufflevector's operands share a type: widen the shorter)."""
+        n, m = a.type.count, b.type.count
+        w = max(n, m)
+
+        def widen(v):
+            k = v.type.count
+            if k == w:
+                return v
+            pad = _lane_mask(list(range(k)) + [0] * (w - k))
+            return self.b.shuffle_vector(v, ll.Constant(v.type, ll.Undefined), pad)
+        return self.b.shuffle_vector(widen(a), widen(b), _lane_mask(list(range(n)) + [w + k for k in range(m)]))
 
     def e_gpu_index(self, e):
         self.fail(e, f"{type(e).__name__} is for GPU backends")

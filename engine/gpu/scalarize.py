@@ -107,4 +107,10 @@ class _Scalarizer:
             return ir.Cast(self.lane(e.value, k), e.dtype)
         if t is ir.Select:
             return ir.Select(self.lane(e.cond, k), self.lane(e.a, k), self.lane(e.b, k))
+        if t is ir.Shuffle:
+            j = e.indices[k]
+            for v in e.values:
+                if j < v.lanes:
+                    return self.lane(v, j)
+                j -= v.lanes
         raise KernelIRError(f"scalarize: cannot take a lane of {ir.describe(e)}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from engine import kernel_ir as ir
 from engine.kernel_ir import BufferParam, Const, LocalBuffer, Var
+from engine.loopopt import MAX_LOAD_STRIDE
 from engine.lowering.nn_util import (
     Axis,
     apply_chain,
@@ -176,6 +177,15 @@ def pool_fwd(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_i
 SEPARABLE_MAX_WIDTH = 2048
 
 
+def _across(loop, lanes, stride):
+    """The loop over windows along a stack row (its body reads the row at ``stride * b + v``),
+    vectorized with strided loads where the vectorizer takes the stride; it stores pure
+    functions of b (idempotent)."""
+    if stride > MAX_LOAD_STRIDE:
+        return [loop]
+    return vector_loop(loop, lanes, idempotent=True)
+
+
 def _separable_rows(x, o, lead, rowmax, rows, cols, ws, prologue, alo, ahi, lanes, tag):
     """Interior output rows [alo, ahi) of a max pool with a column stride > 1: per row a,
     ``rowmax[c] = max_u f(x[a*s + u, c])`` for every input column (f: the fused activation;
@@ -191,9 +201,9 @@ def _separable_rows(x, o, lead, rowmax, rows, cols, ws, prologue, alo, ahi, lane
         if _empty(blo, bhi):
             continue
         b = Var(f"b{tag}{sj}")
-        if bint:
+        if bint:  # vectorized: strided loads from the stack row
             val = _tree([rowmax[(cols.coord(b, v),)] for v in range(ws[1])], ir.maximum)
-            row.append(ir.Loop(b, blo, bhi, [o.store((*lead, a, b), val)]))
+            row += _across(ir.Loop(b, blo, bhi, [o.store((*lead, a, b), val)]), lanes, cols.s)
             continue
         lo, hi = cols.tap_range(b)
         d, nm = declare_ints([(f"vlo{tag}{sj}", lo), (f"vhi{tag}{sj}", hi)])
@@ -354,15 +364,16 @@ def pool_grad(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_
     segments = [(si, seg) for si, seg in enumerate(rows.segments()) if not _empty(seg[0], seg[1])]
     direct = [row_segment(si, *seg) for si, seg in segments]
     if mode == "max" and not tiled and stride[1] > 1:
-        # separable first maximum for interior rows (see _separable_grad_rows); windows are
-        # visited in the same order, so the accumulated sums are the same
-        rowmax, rowarg = LocalBuffer("rowmax", dtype, (SEPARABLE_MAX_WIDTH,)), \
-            LocalBuffer("rowarg", "int32", (SEPARABLE_MAX_WIDTH,))
+        # separable first maximum for interior rows (see _separable_grad_rows): the same
+        # winners; a cell shared by windows sums their gradients in another order (rounding)
+        scratch = (LocalBuffer("rowmax", dtype, (SEPARABLE_MAX_WIDTH,)),
+                   LocalBuffer("rowarg", "int32", (SEPARABLE_MAX_WIDTH,)),
+                   LocalBuffer("rowkey", "int32", (SEPARABLE_MAX_WIDTH,)))
         fast = [row_segment(si, *seg) if not seg[2] else
-                _separable_grad_rows(x, gy, gx, lead, rowmax, rowarg, rows, cols, ws, seg[0], seg[1], lanes,
-                                     f"{si}")
+                _separable_grad_rows(x, gy, gx, lead, scratch, rows, cols, ws, seg[0], seg[1], lanes, f"{si}")
                 for si, seg in segments]
-        body += [ir.Alloc(rowmax), ir.Alloc(rowarg), ir.If(ir.le(W, SEPARABLE_MAX_WIDTH), fast, direct)]
+        body += [ir.Alloc(buf) for buf in scratch]
+        body.append(ir.If(ir.le(W, SEPARABLE_MAX_WIDTH), fast, direct))
     else:
         body += direct
     if tiled:  # cells beyond the last window (floor mode)
@@ -390,11 +401,14 @@ def _take(val_r, val_l, u_r, u_l):
     return ir.binop("or", nan_wins, land(ir.logical_not(l_nan), bigger))
 
 
-def _separable_grad_rows(x, gy, gx, lead, rowmax, rowarg, rows, cols, ws, alo, ahi, lanes, tag):
+def _separable_grad_rows(x, gy, gx, lead, scratch, rows, cols, ws, alo, ahi, lanes, tag):
     """Interior output rows [alo, ahi) of max pooling's gradient with a column stride > 1:
     per row a, ``rowmax[c]``/``rowarg[c]`` = the first maximum of column c over the window's
     rows (a NaN wins, the first one) and its row offset, vectorized along the row; then each
-    window folds its columns left to right (``_take``) and adds gy to gx at the winner."""
+    window picks the first maximum among its columns (interior windows: ``_first_of_row``;
+    border windows fold their in-bounds columns left to right, ``_take``) and adds gy to gx
+    at the winner."""
+    rowmax, rowarg, rowkey = scratch
     a, c = Var(f"a{tag}"), Var(f"c{tag}")
     dtype = x.dtype
     width = x.dim(x.ndim - 1)
@@ -411,11 +425,10 @@ def _separable_grad_rows(x, gy, gx, lead, rowmax, rowarg, rows, cols, ws, alo, a
     for sj, (blo, bhi, bint) in enumerate(cols.segments()):
         if _empty(blo, bhi):
             continue
-        b = Var(f"b{tag}{sj}")
         if bint:
-            row.append(ir.Loop(b, blo, bhi, _first_of_row(gy, gx, lead, rowmax, rowarg, rows, cols, ws, a, b,
-                                                           f"{tag}{sj}")))
+            row += _first_of_row(gy, gx, lead, scratch, rows, cols, ws, a, blo, bhi, lanes, f"{tag}{sj}")
             continue
+        b = Var(f"b{tag}{sj}")
         # border columns: fold the in-bounds columns left to right
         mv, mu, mc = Var(f"mv{tag}{sj}", dtype), Var(f"mu{tag}{sj}", "int32"), Var(f"mc{tag}{sj}")
         lo, hi = cols.tap_range(b)
@@ -436,11 +449,16 @@ def _separable_grad_rows(x, gy, gx, lead, rowmax, rowarg, rows, cols, ws, alo, a
     return ir.Loop(a, alo, ahi, row)
 
 
-def _first_of_row(gy, gx, lead, rowmax, rowarg, rows, cols, ws, a, b, tag):
-    """One interior window of ``_separable_grad_rows`` without a dependency chain: the window
-    max ``m`` (a max tree), then the smallest row-major key ``u << 16 | v`` over the columns
-    whose maximum is ``m`` (or a NaN: then ``m`` is NaN and only NaN columns match, each with
-    its first NaN row) by a min tree; gy is added at that cell."""
+def _first_of_row(gy, gx, lead, scratch, rows, cols, ws, a, blo, bhi, lanes, tag):
+    """The interior windows [blo, bhi) of output row a in ``_separable_grad_rows``, in two
+    loops. First, per window without a dependency chain: the window max ``m`` (a max tree),
+    then the smallest row-major key ``u << 16 | v`` over the columns whose maximum is ``m``
+    (or a NaN: then ``m`` is NaN and only NaN columns match, each with its first NaN row) by a
+    min tree, into ``rowkey[b]``; vectorized over b (strided loads of rowmax / rowarg), as
+    scalar code LLVM turns the min tree's selects into unpredictable branches. Then gy is
+    added to gx at each window's winner, serially: neighbouring windows may pick one cell."""
+    rowmax, rowarg, rowkey = scratch
+    b = Var(f"b{tag}")
     vals = [Var(f"hv{tag}_{v}", rowmax.dtype) for v in range(ws[1])]
     out = [ir.Declare(vals[v], rowmax[(cols.coord(b, v),)]) for v in range(ws[1])]
     m = Var(f"hm{tag}", rowmax.dtype)
@@ -451,12 +469,17 @@ def _first_of_row(gy, gx, lead, rowmax, rowarg, rows, cols, ws, a, b, tag):
         hit = ir.binop("or", ir.eq(vals[v], m), ir.ne(vals[v], vals[v]))
         key = (rowarg[(cols.coord(b, v),)] << Const(16, "int32")) | Const(v, "int32")
         keys.append(ir.Select(hit, key, big))
-    k = Var(f"hk{tag}", "int32")
-    out.append(ir.Declare(k, _tree(keys, ir.minimum)))
+    out.append(rowkey.store((b,), _tree(keys, ir.minimum)))
+    find = _across(ir.Loop(b, blo, bhi, out), lanes, cols.s)
+    bs, k = Var(f"bs{tag}"), Var(f"hk{tag}", "int32")
     u = ir.Cast(k >> Const(16, "int32"), "int64")
     v = ir.Cast(k & Const(0xFFFF, "int32"), "int64")
-    cell = (*lead, rows.coord(a, u), cols.coord(b, v))
-    return out + [gx.store(cell, gx[cell] + gy[(*lead, a, b)])]
+    cell = (*lead, rows.coord(a, u), cols.coord(bs, v))
+    add = [ir.Declare(k, rowkey[(bs,)]), gx.store(cell, gx[cell] + gy[(*lead, a, bs)])]
+    # windows ``apart`` positions apart share no cell: one pass per residue class keeps each
+    # gx load clear of the store just before it (a same-cell chain stalls on every window)
+    apart = -(-ws[1] // cols.s)
+    return find + [ir.Loop(bs, iadd(blo, t), bhi, add, step=apart) for t in range(apart)]
 
 
 def max_pool_grad_grad(dtype, ndim, ws, stride, padding, ignore_border=True, name=None):
