@@ -1,8 +1,9 @@
 """Optimizing LLVM IR into object code, in this process or in a compile worker process.
 
-``compile_ir(text, tm, opt)`` parses, verifies, optimizes (``optimize``: the new pass
-manager's O1..O3 pipeline) and emits one module: the one place that says how Kiln's kernels
-are optimized, used in process (runtime.py) and by worker processes (``main``, below).
+``compile_ir(text, tm, opt, tuning)`` parses, verifies, optimizes (``optimize``: the new pass
+manager's O1..O3 pipeline, tuned per kernel: render.tuning) and emits one module: the one
+place that says how Kiln's kernels are optimized, used in process (runtime.py) and by worker
+processes (``main``, below).
 
 Why workers (backends/llvm/compile_pool.py starts them): llvmlite serializes every LLVM call
 behind one global lock, so threads cannot compile two kernels at once, but processes can;
@@ -10,7 +11,8 @@ and LLVM's optimizing pipeline leaks native memory per module (llvmlite 0.47), w
 takes away from the user's process. A worker imports nothing but the standard library and
 llvmlite (it starts in ~0.2 s) and runs ``python compile_worker.py TARGET_JSON``:
 
-* request  (stdin):  ``<IIQ`` job id, opt level, n; then n bytes of LLVM IR text (utf-8);
+* request  (stdin):  ``<IIQ`` job id, opt level | TUNINGS index << 8, n; then n bytes of LLVM
+  IR text (utf-8);
 * response (stdout): ``<IIQ`` job id, status (0: object code, 1: error text), n; n bytes.
 
 It exits at end of input (its parent closed the pipe or exited). Frames are raw bytes: no
@@ -32,34 +34,46 @@ import llvmlite.binding as llvm
 
 REQUEST = struct.Struct("<IIQ")
 RESPONSE = struct.Struct("<IIQ")
+#: the tunings render.tuning names ("": the plain O``opt`` pipeline); a request sends the index
+TUNINGS = ("", "blocked")
 
 
-def optimize(ref, tm, opt: int) -> None:
-    """Run the O``opt`` pipeline on a module (nothing at O0).
+def optimize(ref, tm, opt: int, tuning: str = "") -> None:
+    """Run the O``opt`` pipeline on a module (nothing at O0), tuned (render.tuning says why).
 
     The SLP vectorizer is off: Kiln's loop transforms (engine/loopopt.py) already wrote the
     vector code, SLP found nothing to add in the GEMM, conv and elementwise kernels, and it
     costs ~5% of the optimization time. The loop vectorizer stays on: it vectorizes the
-    scalar remainder loops (a 1000-column tanh is 15% slower without it), and O2 instead
-    of O3 would save 30% more but makes GEMM 15-25% slower.
+    scalar remainder loops (a 1000-column tanh is 15% slower without it).
+
+    tuning "blocked" (GEMM, convolutions: register-blocked vector code written by Kiln): at most O2,
+    and neither LLVM's loop unroller nor the vectorizer's interleaving. Plain O2 makes GEMM
+    15-25% slower (it unrolls the blocked k loop, with a smaller budget than O3); O2 without
+    unrolling runs as fast as O3 and compiles ~35% faster.
     """
     if opt <= 0:
         return
+    blocked = tuning == "blocked"
+    level = min(opt, 2) if blocked else opt
     try:
-        pto = llvm.create_pipeline_tuning_options(speed_level=opt, size_level=0)
+        pto = llvm.create_pipeline_tuning_options(speed_level=level, size_level=0)
     except TypeError:  # llvmlite >= 0.50: no size_level
-        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto = llvm.create_pipeline_tuning_options(speed_level=level)
     pto.loop_vectorization = opt >= 2
     pto.slp_vectorization = False
+    if blocked:
+        pto.loop_unrolling = False
+        pto.loop_interleaving = False
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(ref, pb)
 
 
-def compile_ir(text: str, tm, opt: int) -> bytes:
-    """LLVM IR text -> object code (parsed, verified, optimized at opt, emitted by tm)."""
+def compile_ir(text: str, tm, opt: int, tuning: str = "") -> bytes:
+    """LLVM IR text -> object code (parsed, verified, optimized at opt with tuning, emitted by
+    tm)."""
     ref = llvm.parse_assembly(text)
     ref.verify()
-    optimize(ref, tm, opt)
+    optimize(ref, tm, opt, tuning)
     return tm.emit_object(ref)
 
 
@@ -104,11 +118,12 @@ def main(argv: list[str]) -> int:
         item = jobs.get()
         if item is None:
             return 0
-        job, opt, text = item
+        job, level, text = item
+        opt, tuning = level & 0xFF, level >> 8
         try:
             if opt not in tms:
                 tms[opt] = target_machine(target, opt)
-            out, status = compile_ir(text.decode(), tms[opt], opt), 0
+            out, status = compile_ir(text.decode(), tms[opt], opt, TUNINGS[tuning]), 0
         except Exception as e:  # noqa: BLE001 - reported to the parent, which recompiles in process
             out, status = f"{type(e).__name__}: {e}".encode(), 1
         stdout.write(RESPONSE.pack(job, status, len(out)) + out)

@@ -10,9 +10,10 @@ Compiling: each kernel is verified, then looked up in the kernel-level disk cach
 (engine/cache.py, namespace "llvm-kernels") under ``kernel_key``: sha256 of the kernel's
 listing, the target triple, CPU name and features, llvmlite, Kiln and renderer versions and
 the opt level. A miss renders it (render.py), optimizes it (new pass manager, O3 default;
-``opt=`` or ``KILN_LLVM_OPT=0..3``; compile_worker.py says how) and emits an object file, which
-is stored. Optimized misses compile in worker processes (compile_pool.py: several at once,
-and LLVM's per-module leak stays out of this process); O0, or no workers, in this process.
+``opt=`` or ``KILN_LLVM_OPT=0..3``, tuned per kernel by render.tuning; compile_worker.py says
+how) and emits an object file, which is stored. Optimized misses compile in worker processes
+(compile_pool.py: several at once, and LLVM's per-module leak stays out of this process); O0,
+or no workers, in this process.
 All objects are then loaded into one MCJIT engine (its own TargetMachine).
 ``source("llvm"/"asm")`` re-renders lazily (rendering is deterministic). ``STATS`` counts
 compiles, cache hits and the kernels compiled in workers.
@@ -155,7 +156,7 @@ def build_module(kernel, opt):
     """Render, parse, verify and optimize a kernel in this process: an llvm.ModuleRef."""
     ref = llvm.parse_assembly(render_ir(kernel, opt))
     ref.verify()
-    compile_worker.optimize(ref, _emit_tm(opt), opt)
+    compile_worker.optimize(ref, _emit_tm(opt), opt, render.tuning(kernel))
     return ref
 
 
@@ -223,14 +224,15 @@ def _compile_cold(kernels, cold, opt, objects):
     pool = compile_pool.get_pool(len(cold), target_info()) if opt > 0 else None
     if pool is not None:
         for i, _, _ in sorted(cold, key=lambda c: -c[1]):
-            if not pool.submit(i, render_ir(kernels[i], opt), opt):
+            if not pool.submit(i, render_ir(kernels[i], opt), opt, render.tuning(kernels[i])):
                 break
         for i, obj in pool.gather():
             objects[i] = obj
             STATS["in_workers"] += obj is not None
     for i, _, _ in cold:
         if objects[i] is None:
-            objects[i] = compile_worker.compile_ir(render_ir(kernels[i], opt), _emit_tm(opt), opt)
+            objects[i] = compile_worker.compile_ir(render_ir(kernels[i], opt), _emit_tm(opt), opt,
+                                                   render.tuning(kernels[i]))
 
 
 class Program:

@@ -69,8 +69,8 @@ def test_a_worker_error_comes_back_as_none(workers):
 def test_dead_workers_fall_back_to_compiling_in_process(workers, monkeypatch):
     submit = workers.Pool.submit
 
-    def submit_then_kill(pool, job, text, opt):   # every worker dies with the job in flight
-        ok = submit(pool, job, text, opt)
+    def submit_then_kill(pool, *args):   # every worker dies with the job in flight
+        ok = submit(pool, *args)
         for w in pool.workers:
             w.proc.kill()
         return ok
