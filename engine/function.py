@@ -282,9 +282,9 @@ def function(inputs: Sequence[Variable], outputs: Any = None, updates: Any = Non
     backend_impl = get_backend(backend_name)
     fgraph.profile["graph"] = time.perf_counter() - start
     if optimizer is not None:
-        from engine.rewrite import optimize
+        from engine.graph_cache import optimize_cached
 
-        optimize(fgraph, fuse=backend_impl.fuses)
+        optimize_cached(fgraph, fuse=backend_impl.fuses)
     fgraph.profile["optimize"] = time.perf_counter() - start - fgraph.profile["graph"]
     before = time.perf_counter()
     compiled = backend_impl.compile(fgraph, {"mode": mode, "name": name})

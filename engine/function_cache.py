@@ -12,9 +12,9 @@ Key: ``function_key(fgraph, backend, target, ...)`` = sha256 of
   are updates. Names and source lines are left out: they do not change the code;
 * the backend name, the target (triple, CPU name, CPU features), the opt level and whatever
   else the backend passes (vector width, threads);
-* versions: Kiln's, llvmlite's, and sha256 of the sources that turn a graph into code (the
-  lowering rules, the loop transforms, the kernel IR and its printer, the renderer, the
-  backend), so an edited rule never serves stale code.
+* versions: Kiln's, llvmlite's, and sha256 of the sources that turn a graph into code (every
+  top-level engine module, the ops, the lowering rules, the LLVM backend), so an edited rule
+  never serves stale code.
 
 Entry: JSON only (never pickle), in the ``functions`` namespace of engine/cache.py's
 DiskCache: ``{"format", "kernels": [{"name", "key", "nodes"}], "n_nodes", "opt"}`` — the
@@ -39,11 +39,12 @@ FORMAT = 1
 NAMESPACE = "functions"
 STATS = {"hits": 0, "misses": 0, "stored": 0}
 
-#: files whose contents determine the code generated for a graph
-SOURCES = ("engine/lower.py", "engine/loopopt.py", "engine/kernel_ir.py", "engine/kernel_print.py",
-           "engine/lowering", "backends/common.py", "backends/llvm/backend.py", "backends/llvm/render.py",
-           "backends/llvm/mathops.py", "backends/llvm/vecmath.py", "backends/llvm/compile_worker.py",
-           "backends/llvm/runtime.py")
+#: files whose contents determine the code generated for a graph: broadly (every top-level
+#: engine module, the ops, the lowering rules, the whole LLVM backend), because the warm path
+#: reuses stored kernel keys without re-deriving the kernels, so a missed source would load
+#: object code built for another kernel signature. An edit elsewhere only costs a re-lowering:
+#: unchanged kernels still hit the kernel-level cache.
+SOURCES = ("engine", "engine/ops", "engine/lowering", "backends/common.py", "backends/llvm")
 
 
 def sources_hash() -> str:
