@@ -191,27 +191,32 @@ class Function:
 
     def _call(self, args: tuple, kwargs: dict) -> Any:
         arrays = self._arguments(args, kwargs)
-        # a device-resident backend gets its own device values back unread (no download)
-        resident = getattr(self.compiled, "keeps_device_values", False)
-        shared_values = [s._value if resident else s.value for s in self.shared]
+        if self.shared:
+            # a device-resident backend gets its own device values back unread (no download)
+            resident = getattr(self.compiled, "keeps_device_values", False)
+            arrays += [s._value if resident else s.value for s in self.shared]
         if self._requirements:
-            _check_requirements(self._requirements, arrays + shared_values)
-        results = self.compiled.run(arrays + shared_values)
+            _check_requirements(self._requirements, arrays)
+        results = self.compiled.run(arrays)
+        owned = [a for a in arrays if isinstance(a, np.ndarray)]
         n_out = self.fgraph.n_user_outputs
-        outputs, new_values = results[:n_out], results[n_out:]
+        outputs = _fresh(results[:n_out], owned)
+        if len(results) > n_out:
+            self._update(results[n_out:], owned + outputs)
+        return outputs[0] if self.single_output else outputs
+
+    def _update(self, new_values: list, owned: list) -> None:
+        """Give the shared variables their new values, checked first (all or nothing)."""
         for target, value in zip(self.fgraph.updated, new_values):
             if not target.type.accepts_shape(np.shape(value)):
                 raise KilnShapeError(f"update of shared variable {target.name!r} (declared at {target.site}): "
                                      f"the new value has shape {format_shape(np.shape(value))}, the variable's "
                                      f"type is {target.type}; nothing was updated")
-        owned = [a for a in arrays + shared_values if isinstance(a, np.ndarray)]
-        outputs = _fresh(outputs, owned)
         host = [k for k, v in enumerate(new_values) if not hasattr(v, "to_host")]
-        for k, v in zip(host, _fresh([new_values[k] for k in host], owned + outputs)):
+        for k, v in zip(host, _fresh([new_values[k] for k in host], owned)):
             new_values[k] = v
         for target, value in zip(self.fgraph.updated, new_values):
             target._value = value
-        return outputs[0] if self.single_output else outputs
 
 
 def _input_requirements(fgraph: FunctionGraph, names: list[str]) -> list[tuple]:
@@ -244,9 +249,12 @@ def _fresh(values: list, owned: list) -> list:
     result = []
     for value in values:
         value = np.asarray(value)
-        # also copy read-only results (a constant's frozen array) so the caller can write to them
-        if not value.flags.owndata or not value.flags.writeable or \
-                any(np.may_share_memory(value, o) for o in owned + result):
+        # also copy read-only results (a constant's frozen array) so the caller can write to them.
+        # An array that owns its memory can only alias another by being that very object (a
+        # view owns nothing, and views are always copied: they may look into Kiln's buffers)
+        flags = value.flags
+        if not flags.owndata or not flags.writeable or any(value is o for o in owned) \
+                or any(value is o for o in result):
             value = value.copy()
         result.append(value)
     return result

@@ -100,6 +100,8 @@ class TensorType:
         if any(d is not None and d < 0 for d in shape):
             raise KilnShapeError(f"negative dimension in shape {shape}")
         object.__setattr__(self, "shape", shape)
+        # not a field (equality and hashing stay dtype + shape): the call path's exact-dtype test
+        object.__setattr__(self, "np_dtype", np.dtype(self.dtype))
 
     @property
     def ndim(self) -> int:
@@ -119,7 +121,12 @@ class TensorType:
         return TensorType(dtype, self.shape)
 
     def accepts_shape(self, shape: tuple) -> bool:
-        return len(shape) == self.ndim and all(d is None or d == s for d, s in zip(self.shape, shape))
+        if len(shape) != len(self.shape):
+            return False
+        for d, s in zip(self.shape, shape):  # a plain loop: this runs on every call of a function
+            if d is not None and d != s:
+                return False
+        return True
 
     def filter(self, value: Any, name: str, allow_downcast: bool = False, site: str | None = None,
                kind: str = "input") -> np.ndarray:
@@ -131,8 +138,10 @@ class TensorType:
         conversion exactly, and Python floats are accepted by any float input. ``kind`` names
         the receiver in messages ("input", "shared variable").
         """
+        if type(value) is np.ndarray and value.dtype == self.np_dtype and self.accepts_shape(value.shape):
+            return value  # the common call: nothing to convert, nothing to report
         where = f"{kind} '{name}'" + (f" (declared at {site})" if site else "")
-        if isinstance(value, np.ndarray) and value.dtype.name == self.dtype:
+        if isinstance(value, np.ndarray) and value.dtype == self.np_dtype:
             array = value
         else:
             array = np.asarray(value)
