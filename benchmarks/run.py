@@ -670,10 +670,15 @@ def overhead(ctx):
 
 
 def compile_times(ctx):
-    """Cold and warm compile of the LeNet training step, each in a fresh process."""
+    """Cold and warm compile of the LeNet training step, each in a fresh process (the cold one
+    also byte-compiles Kiln's modules, as a first run after installing does)."""
     script = LENET_SCRIPT.format(root=str(ROOT), backend=ctx.backend)
     with tempfile.TemporaryDirectory(prefix="kiln-bench-cache-") as cache:
-        env = dict(os.environ, KILN_CACHE_DIR=cache, KILN_NUM_THREADS=str(ctx.threads))
+        env = dict(os.environ, KILN_CACHE_DIR=cache, KILN_NUM_THREADS=str(ctx.threads),
+                   PYTHONPYCACHEPREFIX=os.path.join(cache, "pyc"))
+        # as a user's Python runs: modules are byte-compiled once (by the cold run, into the
+        # temporary directory, not the checkout) and loaded from bytecode afterwards
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         out = {}
         for kind in ("cold", "warm"):
             p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
