@@ -27,6 +27,7 @@ MAX_SWEEPS = 6
 
 def _passes() -> list[tuple[str, object, str]]:
     from engine.rewrite.canonicalize import canonicalize
+    from engine.rewrite.collapse import collapse
     from engine.rewrite.fuse import fuse_elementwise, fuse_multi_output
     from engine.rewrite.specialize import specialize
     from engine.rewrite.stabilize import stabilize
@@ -37,6 +38,7 @@ def _passes() -> list[tuple[str, object, str]]:
         ("specialize", canonicalize + specialize(), "fuse"),
         ("fuse", fuse_elementwise(), "fuse"),
         ("fuse_multi_output", fuse_multi_output, "fuse"),
+        ("collapse", collapse(), "fuse"),
     ]
 
 
