@@ -15,7 +15,10 @@ concurrent processes never read a half-written entry.
 Safety: the root and namespace directories are created mode 0700 (tightened if looser); a
 directory owned by another user is refused, and an unusable directory (not creatable, not
 writable) turns the cache off with a ``CacheWarning`` — compiling still works.
-The function-level cache and the CUDA backend use the same class with their own namespace.
+Three levels use this class, each in its own namespace: the optimized graphs of
+engine/graph_cache.py (a warm ``engine.function`` runs no rewrite pass), the function entries of
+engine/function_cache.py (which kernels a function has and their keys: no LLVM) and the kernels'
+object code (backends/llvm/runtime.py; the CUDA backend's PTX likewise).
 """
 
 from __future__ import annotations
