@@ -110,6 +110,10 @@ def _affine(start, k, step):
     return term if isinstance(start, ir.Const) and start.value == 0 else start + term
 
 
+def _ir_size(kernel: ir.Kernel) -> int:
+    return sum(1 for _ in ir.walk(kernel.body))
+
+
 def _innermost(loop) -> bool:
     return not any(isinstance(n, ir.Loop) for n in ir.walk(loop.body))
 
@@ -718,9 +722,17 @@ class LLVMBackend(Backend):
         warm = program is not None
         if program is None:
             rt.prestart_workers(len(names), opt)  # they start up while the loops are scheduled
-            scheduled = [cpu_schedule(kernels_by_name[n][1], vbytes, threads) for n in names]
-            program = rt.compile_kernels(scheduled, opt=opt) if scheduled else None
-            keys = program.keys if program is not None else []
+            scheduled_by_name = {}
+            if names:
+                with rt.Compilation(len(names), opt) as compilation:
+                    # biggest first (by raw IR size): the longest LLVM jobs must not come last
+                    for n in sorted(names, key=lambda n: -_ir_size(kernels_by_name[n][1])):
+                        scheduled_by_name[n] = cpu_schedule(kernels_by_name[n][1], vbytes, threads)
+                        compilation.add(scheduled_by_name[n])
+                    program = compilation.finish()
+            scheduled = [scheduled_by_name[n] for n in names]
+            key_of = dict(zip(program.kernels, program.keys)) if names else {}  # names, in add order
+            keys = [key_of[n] for n in names]
             if names:
                 function_cache.store(key, {"kernels": [{"name": n, "key": kk, "nodes": len(kernels_by_name[n][2])}
                                                        for n, kk in zip(names, keys)],

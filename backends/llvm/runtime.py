@@ -165,45 +165,10 @@ def build_module(kernel, opt):
 def compile_kernels(kernels, opt=None, cache=True):
     """Compile kernels into one Program (one MCJIT engine); see the module docstring."""
     kernels = list(kernels)
-    opt = default_opt() if opt is None else int(opt)
-    names = [k.name for k in kernels]
-    if len(set(names)) != len(names):
-        raise KilnValueError(f"kernel names must be unique within a compile, got {names}")
-    for k in kernels:
-        kir.verify(k)
-    with _LOCK:
-        _init()
-        disk = get_cache(CACHE_NAMESPACE) if cache else None
-        objects, hits, keys, cold = [None] * len(kernels), [False] * len(kernels), [], []
-        for i, k in enumerate(kernels):
-            text = kir.listing(k)
-            if debug_enabled("kernels"):
-                debug_log("kernels", f"{k.name} (O{opt})\n{text}{kir.loop_nest(k)}")
-            key = kernel_key(k, opt, text)
-            keys.append(key)
-            entry = disk.get(key) if disk is not None else None
-            if entry is not None:
-                STATS["cache_hits"] += 1
-                debug_log("cache", f"hit {k.name} {key[:16]}")
-                objects[i], hits[i] = entry[0], True
-            else:
-                cold.append((i, len(text), key))
-        if cold:
-            t0 = time.perf_counter()
-            _compile_cold(kernels, cold, opt, objects)
-            STATS["compiled"] += len(cold)
-            STATS["compile_s"] += time.perf_counter() - t0
-            for i, _, key in cold:
-                k = kernels[i]
-                stored = disk.put(key, objects[i], {"kernel": k.name, "opt": opt}) if disk else False
-                debug_log("cache", f"miss {k.name} {key[:16]}" + (", stored" if stored else ""))
-        if debug_enabled("llvm") or debug_enabled("asm"):
-            for k in kernels:
-                ref = build_module(k, opt)  # fresh: emitting code rewrites the module
-                debug_log("llvm", f"{k.name}\n{ref}")
-                if debug_enabled("asm"):
-                    debug_log("asm", f"{k.name}\n{_emit_tm(opt).emit_assembly(ref)}")
-        return Program(kernels, objects, hits, opt, keys)
+    with Compilation(len(kernels), opt, cache) as c:
+        for k in kernels:
+            c.add(k)
+        return c.finish()
 
 
 def prestart_workers(n_kernels, opt):
@@ -213,26 +178,92 @@ def prestart_workers(n_kernels, opt):
             compile_pool.get_pool(n_kernels, target_info())
 
 
-def _compile_cold(kernels, cold, opt, objects):
-    """Object code for kernels[i] of each (i, size, key) in cold, into objects[i].
+class Compilation:
+    """One Program built a kernel at a time: ``add`` looks a kernel up in the cache and, on a
+    miss, renders it and hands it to a compile worker at once, so the workers optimize the
+    first kernels while the caller is still scheduling the next (a LeNet step's workers sat
+    idle ~0.2 s while all its kernels were scheduled and listed first). ``finish`` gathers the
+    object code (recompiling in process whatever a worker did not return) into a Program.
 
-    Optimized compiles go to the worker processes of compile_pool.py, biggest kernel first,
-    each handed over as soon as it is rendered (the workers optimize while this process
-    renders the next); O0, or no workers: in this process. A job a worker did not finish is
-    compiled here, so a failing worker costs time, never a result (nor hides an error).
+        with Compilation(n, opt) as c:   # holds the runtime lock: one compile at a time
+            for k in kernels: c.add(k)    # biggest first, to keep the workers busy to the end
+            program = c.finish()
     """
-    pool = compile_pool.get_pool(len(cold), target_info()) if opt > 0 else None
-    if pool is not None:
-        for i, _, _ in sorted(cold, key=lambda c: -c[1]):
-            if not pool.submit(i, render_ir(kernels[i], opt), opt, render.tuning(kernels[i])):
-                break
-        for i, obj in pool.gather():
-            objects[i] = obj
-            STATS["in_workers"] += obj is not None
-    for i, _, _ in cold:
-        if objects[i] is None:
-            objects[i] = compile_worker.compile_ir(render_ir(kernels[i], opt), _emit_tm(opt), opt,
-                                                   render.tuning(kernels[i]))
+
+    def __init__(self, n_kernels, opt=None, cache=True):
+        self.opt = default_opt() if opt is None else int(opt)
+        self.n_kernels, self.use_cache = n_kernels, cache
+        self.kernels, self.objects, self.hits, self.keys = [], [], [], []
+        self.cold = []           # indices of the kernels compiled here or in workers
+        self.pool = None
+        self.submitting = False  # while the pool takes jobs
+
+    def __enter__(self):
+        _LOCK.acquire()
+        try:
+            _init()
+            self.disk = get_cache(CACHE_NAMESPACE) if self.use_cache else None
+        except BaseException:
+            _LOCK.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        _LOCK.release()
+        return False
+
+    def add(self, k) -> None:
+        if any(k.name == other.name for other in self.kernels):
+            raise KilnValueError(f"kernel names must be unique within a compile, got {k.name!r} twice")
+        kir.verify(k)
+        i = len(self.kernels)
+        self.kernels.append(k)
+        text = kir.listing(k)
+        if debug_enabled("kernels"):
+            debug_log("kernels", f"{k.name} (O{self.opt})\n{text}{kir.loop_nest(k)}")
+        key = kernel_key(k, self.opt, text)
+        self.keys.append(key)
+        entry = self.disk.get(key) if self.disk is not None else None
+        self.hits.append(entry is not None)
+        self.objects.append(entry[0] if entry is not None else None)
+        if entry is not None:
+            STATS["cache_hits"] += 1
+            debug_log("cache", f"hit {k.name} {key[:16]}")
+            return
+        self.cold.append(i)
+        if self.opt > 0 and not self.submitting and len(self.cold) == 1:
+            self.pool = compile_pool.get_pool(self.n_kernels, target_info())
+            self.submitting = self.pool is not None
+        if self.submitting:
+            self.submitting = self.pool.submit(i, render_ir(k, self.opt), self.opt, render.tuning(k))
+
+    def finish(self):
+        """The Program (also stores the cold kernels' object code in the cache)."""
+        if self.cold:
+            t0 = time.perf_counter()
+            if self.pool is not None:
+                for i, obj in self.pool.gather():
+                    self.objects[i] = obj
+                    STATS["in_workers"] += obj is not None
+            for i in self.cold:  # O0, no workers, or a job a worker did not finish
+                if self.objects[i] is None:
+                    k = self.kernels[i]
+                    self.objects[i] = compile_worker.compile_ir(render_ir(k, self.opt), _emit_tm(self.opt),
+                                                                self.opt, render.tuning(k))
+            STATS["compiled"] += len(self.cold)
+            STATS["compile_s"] += time.perf_counter() - t0
+            for i in self.cold:
+                k = self.kernels[i]
+                stored = self.disk.put(self.keys[i], self.objects[i], {"kernel": k.name, "opt": self.opt}) \
+                    if self.disk is not None else False
+                debug_log("cache", f"miss {k.name} {self.keys[i][:16]}" + (", stored" if stored else ""))
+        if debug_enabled("llvm") or debug_enabled("asm"):
+            for k in self.kernels:
+                ref = build_module(k, self.opt)  # fresh: emitting code rewrites the module
+                debug_log("llvm", f"{k.name}\n{ref}")
+                if debug_enabled("asm"):
+                    debug_log("asm", f"{k.name}\n{_emit_tm(self.opt).emit_assembly(ref)}")
+        return Program(self.kernels, self.objects, self.hits, self.opt, self.keys)
 
 
 class Program:
