@@ -143,12 +143,31 @@ def pytensor_rng(seed):
         return RandomStream(seed)
 
 
-def need_tinygrad():
+def need_tinygrad(threads):
+    """tinygrad's (Tensor, TinyJit) on its default device (CPU: C through clang) with ``threads``
+    threads; n/a where it is not installed or cannot compile."""
+    os.environ.setdefault("NUM_CPU_THREADS", str(threads))  # read when tinygrad is imported
     try:
-        import tinygrad  # noqa: F401
-    except Exception:  # noqa: BLE001
-        raise NA("tinygrad not installed") from None
-    raise NA("tinygrad workloads not written yet")
+        from tinygrad import Tensor, TinyJit
+        Tensor([1.0]).realize()
+    except Exception as e:  # noqa: BLE001
+        raise NA("tinygrad not installed" if isinstance(e, ImportError) else _reason(e)) from None
+    return Tensor, TinyJit
+
+
+def tiny_call(fn):
+    """A timed tinygrad call: TinyJit replays the captured kernels from the third call on, and
+    they run on tinygrad's worker threads, so each call waits for the device."""
+    from tinygrad import Device
+    dev = Device[Device.DEFAULT]
+
+    def call():
+        out = fn()
+        dev.synchronize()
+        return out
+    for _ in range(2):  # the runs TinyJit traces and captures: compile time, not run time
+        call()
+    return call
 
 
 def kiln_function(ctx, inputs, outputs, updates=None, givens=None):
@@ -163,14 +182,6 @@ def kiln_function(ctx, inputs, outputs, updates=None, givens=None):
 def _reason(e):
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {msg}"[:110]
-
-
-def tiny_peer(fn):
-    """A peer builder that only needs tinygrad (absent here: always n/a)."""
-    def build():
-        need_tinygrad()
-        return fn()
-    return build
 
 
 # ----------------------------------------------------------------------------- GEMM
@@ -204,10 +215,16 @@ def gemm_workload(ctx, m, k, n, target=None):
         f = pytensor.function([x, y], pt.dot(x, y))
         return lambda: f(a, b)
 
+    def tiny_():
+        Tensor, TinyJit = need_tinygrad(ctx.threads)
+        ta, tb = Tensor(a).realize(), Tensor(b).realize()
+        mm = TinyJit(lambda p, q: (p @ q).realize())
+        return tiny_call(lambda: mm(ta, tb))
+
     return Workload(f"sgemm {m}x{k}x{n}", {
         "kiln": lambda: _kiln_gemm(ctx, a, b),
         "numpy": lambda: (lambda: a @ b),
-        "torch": torch_, "pytensor": pytensor_,
+        "torch": torch_, "pytensor": pytensor_, "tinygrad": tiny_,
     }, flops=2.0 * m * n * k, target=target)
 
 
@@ -258,10 +275,26 @@ def conv_workloads(ctx, label, xs, ws):
             return lambda: torch.nn.grad.conv2d_weight(tx, ws, tg)
         return build
 
+    def tiny_(which):
+        def build():
+            Tensor, TinyJit = need_tinygrad(ctx.threads)
+            tx, tw, tg = (Tensor(v).realize() for v in (x, w, gy))
+            if which == "fwd":
+                step = TinyJit(lambda a, b: a.conv2d(b).realize())
+                return tiny_call(lambda: step(tx, tw))
+            # a gradient of conv2d, as tinygrad's autograd derives it
+            wrt = 0 if which == "grad input" else 1
+
+            def grad(a, b, g):
+                return (a.conv2d(b) * g).sum().gradient((a, b)[wrt])[0].realize()
+            step = TinyJit(grad)
+            return tiny_call(lambda: step(tx, tw, tg))
+        return build
+
     def pt_():
         raise NA(no_pt)
     return [Workload(f"conv2d {label} {which}", {"kiln": kiln(which), "torch": torch_(which),
-                                                 "pytensor": pt_},
+                                                 "pytensor": pt_, "tinygrad": tiny_(which)},
                      flops=flops, target=("torch", 1.0))
             for which in ("fwd", "grad input", "grad weight")]
 
@@ -322,13 +355,27 @@ def pool_workloads(ctx, ws, st):
             return lambda: x.reshape(n, c, h // ws, ws, w // ws, ws).max(axis=(3, 5))
         return lambda: sliding_window_view(x, (ws, ws), axis=(2, 3))[:, :, ::st, ::st].max(axis=(4, 5))
 
+    def tiny_(bwd):
+        def build():
+            Tensor, TinyJit = need_tinygrad(ctx.threads)
+            tx, tg = Tensor(x).realize(), Tensor(gy).realize()
+            if not bwd:
+                step = TinyJit(lambda t: t.max_pool2d((ws, ws), stride=st).realize())
+                return tiny_call(lambda: step(tx))
+
+            def fwd_bwd(t, g):
+                y = t.max_pool2d((ws, ws), stride=st)
+                return y.realize(), (y * g).sum().gradient(t)[0].realize()
+            step = TinyJit(fwd_bwd)
+            return tiny_call(lambda: step(tx, tg))
+        return build
+
     def pt_():
         raise NA(no_pt)
-    tiny = tiny_peer(lambda: None)
     return [Workload(f"{label} fwd", {"kiln": kiln(False), "numpy": numpy_, "torch": torch_(False),
-                                      "pytensor": pt_, "tinygrad": tiny}, target=("tinygrad", 1.0)),
+                                      "pytensor": pt_, "tinygrad": tiny_(False)}, target=("tinygrad", 1.0)),
             Workload(f"{label} fwd+bwd", {"kiln": kiln(True), "torch": torch_(True), "pytensor": pt_,
-                                          "tinygrad": tiny}, target=("torch", 3.0))]
+                                          "tinygrad": tiny_(True)}, target=("torch", 3.0))]
 
 
 @workload("pool")
@@ -603,6 +650,31 @@ def torch_lenet(torch):
                          nn.Linear(500, 10), nn.LogSoftmax(dim=1))
 
 
+def tiny_lenet_step(ctx, batch, x, y):
+    """The same LeNet-5 SGD step in tinygrad (its layers and optimizer, TinyJit)."""
+    def build():
+        Tensor, TinyJit = need_tinygrad(ctx.threads)
+        from tinygrad import nn
+        from tinygrad.helpers import Context
+        layers = [nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5), nn.Linear(800, 500), nn.Linear(500, 10)]
+        c1, c2, l1, l2 = layers
+        opt = nn.optim.SGD(nn.state.get_parameters(layers), lr=0.1)
+        tx, ty = Tensor(x).reshape(batch, 1, 28, 28).realize(), Tensor(y).realize()
+
+        @TinyJit
+        def step(images, labels):
+            with Context(TRAINING=1):  # tinygrad's optimizers refuse to step outside training
+                h = c1(images).max_pool2d((2, 2)).tanh()
+                h = c2(h).max_pool2d((2, 2)).tanh().flatten(1)
+                loss = l2(l1(h).tanh()).sparse_categorical_crossentropy(labels)  # takes logits
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                return loss.realize()
+        return tiny_call(lambda: step(tx, ty))
+    return build
+
+
 @workload("lenet")
 def lenet(ctx):
     batch = 50 if ctx.quick else 500
@@ -638,7 +710,7 @@ def lenet(ctx):
         raise NA("PyTensor 3 has no conv2d/pool2d ops")
     return Workload(f"lenet-5 train step batch {batch}", {
         "kiln": lambda: kiln_lenet_step(ctx, batch, x, y), "torch": torch_step(False),
-        "torch.compile": torch_step(True), "pytensor": pt_, "tinygrad": tiny_peer(lambda: None)},
+        "torch.compile": torch_step(True), "pytensor": pt_, "tinygrad": tiny_lenet_step(ctx, batch, x, y)},
         target=("torch", 1.5))
 
 
