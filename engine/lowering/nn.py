@@ -343,7 +343,7 @@ def grad_weight_by_gemm(groups, wshape) -> bool:
     """The formulation rule of the weight gradient. Direct (``C.conv2d_grad_weight``: per
     (filter, channel) all KH*KW taps in registers, summed over the whole batch) streams
     x[:, c] and gy[:, f] from memory once per (f, c) pair; the implicit GEMM
-    (engine/lowering/conv_gemm.py) reads each block of images once per thread and keeps
+    (engine/lowering/conv_gemm.py) reads gy once (each thread its own images) and keeps
     MR x NR accumulators busy, but computes whole tiles: it wins once its C*KH*KW rows fill
     them. So: an ungrouped conv whose filter shape (F, C, KH, KW) is static with
     C*KH*KW >= GEMM_MIN_ROWS (LeNet layer 2: 500; the 3-channel 5x5 benchmark conv: 75) and
@@ -358,42 +358,48 @@ def grad_weight_by_gemm(groups, wshape) -> bool:
 
 def _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, xsrc, pre,
                       out_shape, temps) -> Lowered:
-    """``pre`` steps (the padding of x into ``xsrc``), then gy transposed to gyp (N, OH*OW, Fp),
-    the implicit GEMM gwt (C*KH*KW, Fp) and the copy of gwt[:, :F]^T into gw."""
+    """``pre`` steps (the padding of x into ``xsrc``), then the implicit GEMM into per-thread
+    partials gwp (U, C*KH*KW, Fp) (each thread transposing its own images of gy into its buffer)
+    and their sum, transposed, into gw."""
     from engine.lowering import conv_gemm as CG
-    from engine.lowering.common import ArgView, copy_kernel
+    from engine.lowering.common import ArgView
     from engine.lowering.gemm import num_threads
 
     tile = CG.tile_shape(dtype, nfilters)
     lanes, _, nv = tile
-    tk = CG.transpose_gy_kernel(dtype)
     gk = CG.grad_weight_gemm_kernel(dtype, stride, dilation, filter_flip, ksize, tile)
-    ck = copy_kernel(dtype, 2)
-    t_gyp, t_gwt = len(temps), len(temps) + 1
+    sk = CG.sum_partials_kernel(dtype)
+    t_gwp, t_buf = len(temps), len(temps) + 1
 
-    def gyp_shape(ins):
+    def units(ins):        # image ranges: one per thread, one for small work (~7 us)
         n, f, oh, ow = ins[1].shape
-        return (n, oh * ow, CG.padded_filters(f, lanes, nv))
+        fo, c, kh, kw = shape_arg(ins[2])
+        work = c * kh * kw * CG.padded_filters(f, lanes, nv) * n * oh * ow
+        return 1 if work < CG.SERIAL_WORK else max(1, min(num_threads(), n))
 
-    def gwt_shape(ins):
+    def gwp_shape(ins):
         f, c, kh, kw = shape_arg(ins[2])
-        return (c * kh * kw, CG.padded_filters(f, lanes, nv))
+        return (units(ins), c * kh * kw, CG.padded_filters(f, lanes, nv))
 
-    def gw_t(t, ins):      # gwt[:, :F]^T: (F, C*KH*KW), strides only
-        return t[:, :ins[1].shape[1]].T
+    def buf_shape(ins):
+        n, f, oh, ow = ins[1].shape
+        fp = CG.padded_filters(f, lanes, nv)
+        return (units(ins), CG.block_rows(oh, ow, fp) * ow, fp)
 
     def gw_flat(o, ins):   # gw (F, C, KH, KW) -> (F, C*KH*KW), a fresh contiguous array
         return o.reshape(o.shape[0], -1)
     sizes = [HostScalar(lambda ins, a=a: shape_arg(ins[2])[a]) for a, k in ((2, ksize[0]), (3, ksize[1]))
              if k is None]
+    def gy_flat(g, ins):   # (N, F, OH, OW) -> (N, F, OH*OW): positions run across rows
+        n, f, oh, ow = g.shape
+        return g.reshape(n, f, oh * ow)
     steps = list(pre) + [
-        Step(tk.name, (In(1), Tmp(t_gyp))),
-        Step(gk.name, (xsrc, Tmp(t_gyp), Tmp(t_gwt), *sizes, HostScalar(lambda ins: ins[1].shape[3]),
-                       HostScalar(num_threads))),
-        Step(ck.name, (ArgView(Tmp(t_gwt), gw_t), ArgView(Out(0), gw_flat))),
+        Step(gk.name, (xsrc, ArgView(In(1), gy_flat), Tmp(t_gwp), Tmp(t_buf), *sizes,
+                       HostScalar(lambda ins: ins[1].shape[3]))),
+        Step(sk.name, (Tmp(t_gwp), ArgView(Out(0), gw_flat))),
     ]
-    return Lowered([tk, gk, ck], steps, out_shape,
-                   list(temps) + [(dtype, gyp_shape), (dtype, gwt_shape)])
+    return Lowered([gk, sk], steps, out_shape,
+                   list(temps) + [(dtype, gwp_shape), (dtype, buf_shape)])
 
 
 def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,

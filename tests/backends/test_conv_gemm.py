@@ -81,6 +81,8 @@ def test_grad_weight_rule():
     ("same", True, (1, 1), (2, 2), (4, 16, 9, 9), 33),
     ((0, 0), False, (1, 1), (1, 1), (0, 8, 9, 9), 8),       # empty batch: gw = 0
     ((0, 0), False, (1, 3), (1, 1), (9, 12, 7, 20), 70),     # several column panels
+    ((0, 0), True, (1, 1), (1, 1), (3, 8, 40, 37), 64),      # row blocks, a partial last
+    ((0, 0), False, (1, 1), (1, 1), (1, 8, 30, 30), 33),     # one image: one partial sum
 ])
 def test_grad_weight_by_gemm_matches_oracle(padding, flip, stride, dilation, shape, f):
     n, c, h, w = shape
@@ -105,3 +107,14 @@ def test_few_rows_stay_direct():
     X, G = T.tensor4("x"), T.tensor4("gy")
     fn = engine.function([X, G], nn.conv2d_grad_weight(X, G, (20, 1, 5, 5)), backend="llvm")
     assert not any(k.name.startswith("conv2d_bwd_weight_gemm") for k in fn.kernels)
+
+
+def test_grad_weight_by_gemm_reads_strided_gy():
+    """gy's positions are read as one run per (image, filter): a strided gy is copied first."""
+    xv = rng.standard_normal((4, 8, 12, 12)).astype("float32")
+    gy = rng.standard_normal((4, 32, 10, 20)).astype("float32")[..., ::2]
+    X, G = T.tensor4("x"), T.tensor4("gy")
+    fn = engine.function([X, G], nn.conv2d_grad_weight(X, G, (32, 8, 3, 3)), backend="llvm")
+    assert any(k.name.startswith("conv2d_bwd_weight_gemm") for k in fn.kernels)
+    want = ref.conv2d_grad_weight(xv.astype("f8"), gy.astype("f8"), (32, 8, 3, 3))
+    np.testing.assert_allclose(fn(xv, gy), want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
