@@ -310,6 +310,38 @@ def _reduce_reduce(m: Match):
     return R.Reduce(m.node.op.reducer, axes)(inner.inputs[0])
 
 
+def _broadcast_like_of_elemwise(m: Match):
+    """broadcast_like(x, op(a, b)) -> broadcast_like(broadcast_like(x, a), b): only the shape of
+    the reference is read, and an elementwise op's shape is its inputs' broadcast, so the op
+    (``y * g`` of ``grad(sum(y * g))``: a full pass over memory) need not run for it. The same
+    run-time broadcast checks, as views."""
+    ref = m.node.inputs[1]
+    operands = [v for v in ref.owner.inputs if v.ndim > 0]
+    if not operands:
+        return None
+    rank = ref.ndim
+    if m.x.ndim > rank:
+        return None
+    out = m.x
+    for v in operands:   # a lower-rank operand gets leading 1s (a view), as broadcasting does
+        lead = rank - v.ndim
+        out = S.BroadcastLike()(out, S.DimShuffle(("x",) * lead + tuple(range(v.ndim)))(v) if lead else v)
+    return out if out.type == m.out.type else None
+
+
+def _is_one(v: Variable) -> bool:
+    return isinstance(v, Constant) and v.value.size > 0 and bool(np.all(v.value == 1))
+
+
+def _mul_broadcast_one(m: Match):
+    """mul(ones, x) -> broadcast_like(x, ones), ``ones`` a broadcast or alloc of the constant 1
+    (a view): the gradient seed of a sum, multiplied through, costs no kernel (1 * x is x)."""
+    if m.x.dtype != m.out.dtype or m.o.owner.inputs[0].dtype != m.out.dtype:
+        return None
+    out = S.BroadcastLike()(m.x, m.o)
+    return out if out.type == m.out.type else None
+
+
 def _elemwise(name: str, *inputs: Pat, **kw) -> Pat:
     return Pat.elemwise(name, *inputs, **kw)
 
@@ -358,6 +390,10 @@ RULES = [
     Rule("broadcast_like_noop", Pat(S.BroadcastLike, [x_, Pat.var()]), lambda m: same_as(m, m.x)),
     Rule("alloc_noop", Pat(S.Alloc), lambda m: same_as(m, m.node.inputs[0])),
     Rule("broadcast_like_to_alloc", Pat(S.BroadcastLike, [x_, Pat.var()]), _broadcast_like_to_alloc),
+    Rule("broadcast_like_of_elemwise", Pat(S.BroadcastLike, [x_, Pat(Elemwise)]), _broadcast_like_of_elemwise),
+    Rule("mul_broadcast_one", _elemwise("mul", Pat((S.BroadcastLike, S.Alloc), name="o",
+                                                   where=lambda v: _is_one(v.owner.inputs[0])), x_,
+                                         commutative=True), _mul_broadcast_one),
     Rule("dimshuffle_of_alloc", Pat(S.DimShuffle, [Pat(S.Alloc, name="x")]), _dimshuffle_of_alloc),
     Rule("elemwise_absorb_broadcast", Pat(Elemwise), _elemwise_absorb_broadcast),
     Rule("alloc_lift", Pat(Elemwise), _alloc_lift),
