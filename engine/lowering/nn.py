@@ -402,6 +402,38 @@ def _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, xsr
                    list(temps) + [(dtype, gwp_shape), (dtype, buf_shape)])
 
 
+def _rows_apply(dtype, stride, dilation, groups, wshape, width) -> bool:
+    """Few rows (below the GEMM's): dot products along output rows (conv_gw_rows.py), when
+    its conditions hold (static filters, unit stride, a row of at least one vector)."""
+    from engine.lowering import conv_gemm as CG
+    from engine.lowering import conv_gw_rows as RW
+
+    return not _DIRECT_ONLY.get() and ir_float(dtype) and RW.rows_kernel_applies(
+        groups, stride, dilation, wshape, width, CG.tile_shape(dtype)[0])
+
+
+def _grad_weight_rows(dtype, filter_flip, wshape, width, xsrc, pre, out_shape, temps) -> Lowered:
+    """``pre`` (the padding of x into ``xsrc``), the per-thread partial vector sums, their sum."""
+    from engine.lowering import conv_gemm as CG
+    from engine.lowering import conv_gw_rows as RW
+    from engine.lowering.common import ArgView
+    from engine.lowering.gemm import num_threads
+
+    lanes = CG.tile_shape(dtype)[0]
+    rk = RW.rows_kernel(dtype, wshape[2:], lanes, width, filter_flip)
+    sk = RW.sum_rows_partials_kernel(dtype)
+    rows = wshape[0] * wshape[1] * wshape[2] * wshape[3]
+
+    def part_shape(ins):    # one partial per thread (one for small work, ~7 us)
+        n, f, oh, ow = ins[1].shape
+        units = 1 if rows * n * oh * ow < CG.SERIAL_WORK else max(1, min(num_threads(), n))
+        return (units, rows, lanes)
+    t = len(temps)
+    steps = list(pre) + [Step(rk.name, (xsrc, In(1), Tmp(t))),
+                         Step(sk.name, (Tmp(t), ArgView(Out(0), lambda o, ins: o.reshape(-1))))]
+    return Lowered([rk, sk], steps, out_shape, list(temps) + [(dtype, part_shape)])
+
+
 def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                             filter_flip=False, ksize=(None, None), width=None, node=None,
                             wshape=()) -> Lowered:
@@ -427,6 +459,14 @@ def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1
         pad, pad_step, temp = _pad_input(dtype, pads)
         low = _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, Tmp(0), [pad_step],
                                 out_shape, [temp])
+        low.kernels.insert(0, pad)
+        return low
+    if _rows_apply(dtype, stride, dilation, groups, tuple(wshape), width):
+        if _static_padding(padding, dilation, ksize) == (0, 0):
+            return _grad_weight_rows(dtype, filter_flip, tuple(wshape), width, In(0), (), out_shape, [])
+        pad, pad_step, temp = _pad_input(dtype, pads)
+        low = _grad_weight_rows(dtype, filter_flip, tuple(wshape), width, Tmp(0), [pad_step], out_shape,
+                                [temp])
         low.kernels.insert(0, pad)
         return low
     conv = C.conv2d_grad_weight(dtype, stride, padding, dilation, groups, filter_flip, ksize,
