@@ -27,7 +27,9 @@ Algorithm (Goto / BLIS, loop order jc -> pc -> ic -> ir -> jr)::
 
 A thread unit of at most ``DIRECT_B_ROWS`` rows (a batch of 20..32) uses each B panel at most
 4 times: it reads whole panels in place (vector loads of op(b), in a k loop that the renderer
-versions on b's unit stride) and packs only the edge panel.
+versions on b's unit stride) and packs only the edge panel; with <= 24 rows it runs jr outside
+ir, with K blocks of at most ``DIRECT_KC``, so that a B micro-panel read from L2 stays in L1 for
+every row panel.
 
 Edge B panels are zero padded and edge rows read a clamped (valid) row, so micro-kernels
 never branch; an edge tile runs the smallest micro-kernel covering it (MR or MR/2 rows, 1..NV
@@ -36,9 +38,14 @@ vectors). Bp and Ct are ``LocalBuffer``s (per thread, fixed size, about 0.5 MB o
 balanced (K = 784 with KC = 384 runs 3 blocks of 262, not 384 + 384 + 16).
 
 Threads: ``nthreads`` (a run-time argument) units of work: the batch when it has at least that
-many entries, else the rows of out when each thread gets >= 4 row panels, else its columns
-(in whole vectors). Each unit packs its own panels, so the kernel has no barrier; products
-under ``SERIAL_WORK`` multiply-adds run on one thread.
+many entries, else the rows of out when each thread gets >= 4 row panels and M > N / 2, else
+its columns (in whole vectors). Each unit packs its own panels, so the kernel has no barrier;
+products under ``SERIAL_WORK`` multiply-adds run on one thread. Rows or columns: each thread
+packs or streams all of B's columns it needs, so few rows (M <= N / 2) split the columns: at
+100x784x500 on 2 cores, rows gave the threads 56 + 44 rows each streaming all of B (0.35 ms),
+columns 256 + 244 each streaming half of it (0.31 ms); 100x500x784 with a transposed b (a
+gathering pack) 0.47 -> 0.36 ms. From M ~ N / 2 up (256x784x500, 500x800x500, the
+784x40x500 weight update) rows stay ahead by 3-30%.
 
 Tile sizes come from the target (``choose_config``): L = vector bits / element bits; MR x NV
 accumulators fill most vector registers: 8 x 3 vectors with 32 registers (AVX-512: 8 x 48
@@ -83,6 +90,13 @@ SERIAL_WORK = 1 << 20
 #: a thread unit with at most this many rows reads whole B panels in place instead of packing
 #: them (each panel is then used <= 4 times: packing would cost more than it saves)
 DIRECT_B_ROWS = 32
+#: K block of such a unit of at most DIRECT_KC_ROWS rows when K needs several blocks anyway (at
+#: most KC: its edge panel is still packed): a kc x NR micro-panel of B (30 KB) and the unit's
+#: rows of A (<= 15 KB) then share L1 (48 KB), and the unit runs jr outside ir so that the
+#: micro-panel, read from L2 once, serves every row panel. 20x784x500 on 2 cores: 0.117 ->
+#: 0.080 ms; 32 rows (50 KB) lost 7% with it, so they keep KC and ir outside jr.
+DIRECT_KC = 160
+DIRECT_KC_ROWS = 24
 #: ``a @ b.T`` with at most this many rows (and >= 4x as many columns) runs transposed
 SWAP_ROWS = 32
 
@@ -243,7 +257,7 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
     a_bi, b_bi = tuple(bidx[bo - ba:]), tuple(bidx[bo - bb:])
 
     rows = [V(f"row{q}") for q in range(MR)]
-    b_unit, b_direct = V("b_unit", "bool"), V("b_direct", "bool")
+    b_unit, b_direct, few_rows = V("b_unit", "bool"), V("b_direct", "bool"), V("few_rows", "bool")
     Ap = LocalBuffer("Ap", dt, (MC // MR, KC, MR))
     Bp = LocalBuffer("Bp", dt, (NC // NR, KC, NR))
     Ct = LocalBuffer("Ct", dt, (MR, NR))
@@ -345,9 +359,16 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
                 Loop(v, nfull, nr, wb(1, r, j0 + v, Ct[r - i0, v])),
             ])]),
     ]
-    loops = [(jp, _cdiv(nc, NR)), (ip, _cdiv(mc, MR))]
-    (o_var, o_stop), (i_var, i_stop) = loops if cfg.order == "jp_ip" else loops[::-1]
-    tiles = Loop(o_var, 0, o_stop, Loop(i_var, 0, i_stop, tile))
+    # one flat loop over the block's tiles, in either order: jp outer when a few rows read B in
+    # place (its kc x NR micro-panel, kc <= DIRECT_KC, then stays in L1 for every row panel:
+    # read from L2 once, not once per row panel)
+    nip, njp, tt = V("nip"), V("njp"), V("tt")
+    jp_outer = few_rows if cfg.order == "ip_jp" else Const(True, "bool")
+    tiles = [Declare(nip, _cdiv(mc, MR)), Declare(njp, _cdiv(nc, NR)),
+             Loop(tt, 0, nip * njp, [
+                 Declare(ip, sel(jp_outer, tt % nip, tt // njp)),
+                 Declare(jp, sel(jp_outer, tt // nip, tt % njp)),
+                 *tile])]
 
     # -- one unit: batch entry bt, rows [m0, m1) x columns [n0, n1), in balanced blocks
     batch_of_unit = [Declare(bt, u // units), Declare(uu, u % units), Declare(rest, bt)]
@@ -359,6 +380,9 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
         Declare(nbn, _cdiv(n1 - n0, NC)), Declare(ncb, NR * _cdiv(_cdiv(n1 - n0, NR), nbn)),
         Declare(nbm, _cdiv(m1 - m0, MC)), Declare(mcb, MR * _cdiv(_cdiv(m1 - m0, MR), nbm)),
         Declare(b_direct, b_unit & (m1 - m0 <= DIRECT_B_ROWS)),
+        Declare(few_rows, b_direct & (m1 - m0 <= DIRECT_KC_ROWS)),
+        Declare(nbk, sel(few_rows & (K > KC), _cdiv(K, min(DIRECT_KC, KC)), mx(_cdiv(K, KC), 1))),
+        Declare(kcb, _cdiv(K, nbk)),
         *([Alloc(Ap)] if cfg.pack_a else []), Alloc(Bp), Alloc(Ct),
         Loop(jb, 0, nbn, [
             Declare(jc, n0 + jb * ncb), Declare(nc, mn(ncb, n1 - jc)),
@@ -369,7 +393,7 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
                 Loop(ib, 0, nbm, [
                     Declare(ic, m0 + ib * mcb), Declare(mc, mn(mcb, m1 - ic)),
                     *([pack_a] if cfg.pack_a else []),
-                    tiles,
+                    *tiles,
                 ]),
             ]),
         ]),
@@ -381,11 +405,10 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
         Declare(M, out.dim(bo)), Declare(N, out.dim(bo + 1)), Declare(K, a.dim(ba + 1)),
         Declare(nb, nbatch),
         Declare(b_unit, ir.eq(b.stride(bb + 1), 1)),
-        Declare(nbk, mx(_cdiv(K, KC), 1)), Declare(kcb, _cdiv(K, nbk)),
         Declare(mpan, _cdiv(M, MR)), Declare(npan, _cdiv(N, L)),
         Declare(P, sel(nb * M * N * K < SERIAL_WORK, Const(1), mx(nthreads, 1))),
         Declare(Pin, sel(nb >= P, Const(1), P)),       # threads per batch entry
-        Declare(pm, sel(mpan >= Pin * cfg.msplit, Pin, Const(1))),
+        Declare(pm, sel((mpan >= Pin * cfg.msplit) & ((2 * M > N) | (npan < Pin * NV)), Pin, Const(1))),
         Declare(pn, sel(ir.eq(pm, 1), mn(Pin, mx(npan, 1)), Const(1))),
         Declare(mstep, mx(MR * _cdiv(mpan, pm), MR)),
         Declare(nstep, mx(L * _cdiv(npan, pn), L)),

@@ -114,6 +114,26 @@ def test_big_and_edge_sizes_default_config():
             check(out, a.astype("f8") @ b.astype("f8"), "float32")
 
 
+def test_thread_splits_and_direct_k_blocks():
+    """Rows or columns per thread (M > N / 2 splits rows), uneven splits over 3 threads;
+    units reading B in place with K blocks of DIRECT_KC (<= 24 rows, jr outside ir) or of KC,
+    and packing ones; c and an epilogue on the last K block."""
+    cfg = gemm.choose_config("float32")
+    f = compiled(gemm.gemm_kernel(cfg))
+    fe = compiled(gemm.gemm_kernel(cfg, epilogue="sigmoid", has_bias=True))
+    for (m, k, n) in [(100, 784, 500), (130, 300, 250), (120, 300, 250), (20, 800, 100), (32, 800, 100),
+                      (33, 500, 70)]:
+        a, b, c, bias = rand(m, k), rand(k, n), rand(m, n), rand(n)
+        want = a.astype("f8") @ b.astype("f8")
+        for nt in (1, 2, 3):
+            out = np.full((m, n), np.nan, "float32")
+            mm(f, a, b, out, nt=nt)
+            check(out, want, "float32")
+            out = np.full((m, n), np.nan, "float32")
+            fe(a, b, c, bias, out, 0.5, -1.0, True, nt)
+            check(out, 1 / (1 + np.exp(-(0.5 * want - c + bias))), "float32")
+
+
 @pytest.mark.parametrize("epilogue", ["identity", "tanh", "sigmoid", "relu",
                                       ("softplus", "neg"), ("sqr", "abs", "exp")])
 def test_epilogues_bias_and_c(epilogue):
