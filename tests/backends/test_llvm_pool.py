@@ -3,7 +3,8 @@
 (vectorized), then across the strided columns; its gradient picks the first maximum in
 row-major order from per-column maxima. Covered: overlapping and tiled windows, padding, ceil
 mode, rows narrower than a vector, rows wider than the stack row (the direct fallback), ties
-(integer-valued inputs), NaNs, a fused activation, float64."""
+(integer-valued inputs), NaNs, a fused activation, float64. Tiled windows (stride == ws) vectorize
+the gradient across a row's windows: 8 lanes for 8-15 windows, 16 from 16 on."""
 
 import numpy as np
 import pytest
@@ -23,6 +24,8 @@ CASES = [  # (ws, stride, padding, ignore_border)
     ((3, 3), (2, 2), (0, 0), False),
     ((2, 3), (1, 2), (0, 1), True),
     ((4, 4), (3, 3), (2, 2), False),
+    ((3, 3), (3, 3), (0, 0), True),     # tiled: windows vectorized across the row (8 or 16)
+    ((2, 4), (2, 4), (0, 0), True),
 ]
 SHAPES = [(2, 3, 28, 28), (1, 2, 9, 7), (1, 1, 5, SEPARABLE_MAX_WIDTH + 11)]
 
