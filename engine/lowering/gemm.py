@@ -97,8 +97,10 @@ DIRECT_B_ROWS = 32
 #: 0.080 ms; 32 rows (50 KB) lost 7% with it, so they keep KC and ir outside jr.
 DIRECT_KC = 160
 DIRECT_KC_ROWS = 24
-#: ``a @ b.T`` with at most this many rows (and >= 4x as many columns) runs transposed
-SWAP_ROWS = 32
+#: ``a @ b.T`` with at most this many rows (and >= 4x as many columns) runs transposed; one
+#: core, (M x 500) @ (784 x 500).T: M = 32 0.41 -> 0.28 ms, 48 0.48 -> 0.36, 64 0.57 -> 0.49
+#: (the gathering pack of W.T costs more than the narrow tiles), 100 0.75 -> 0.80
+SWAP_ROWS = 64
 
 
 @dataclass(frozen=True)

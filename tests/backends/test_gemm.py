@@ -287,13 +287,13 @@ def test_native_pool_concurrent_callers_and_fork():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-@pytest.mark.parametrize("m", [1, 7, 20, 32, 33])
+@pytest.mark.parametrize("m", [1, 7, 20, 33, 50, 65])
 def test_few_rows_times_transposed_b(m):
     """``a @ b.T`` with few rows runs as ``out.T = b @ a.T`` (gemm._swapped): with c, alpha,
-    beta and an epilogue, and in place on c; M = 33 stays untransposed."""
+    beta and an epilogue, and in place on c; M = 65 (or b with < 4 M rows) stays untransposed."""
     low = gemm.lower_gemm("float32", "sigmoid", c_ndim=1, alpha=0.5, beta=2.0, trans_b=True)
     a, bt, c = rand(m, 300), rand(200, 300), rand(200)
-    assert gemm._swapped([a, bt, c]) == (m <= gemm.SWAP_ROWS)
+    assert gemm._swapped([a, bt, c]) == (m <= gemm.SWAP_ROWS and 200 >= 4 * m)
     want = 1.0 / (1.0 + np.exp(-(0.5 * a.astype("f8") @ bt.T + 2.0 * c)))
     check(run_lowered(low, [a, bt, c])[0], want, "float32")
     plain = gemm.lower_gemm("float32", trans_b=True)
