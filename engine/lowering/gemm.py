@@ -361,16 +361,14 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
                 Loop(v, nfull, nr, wb(1, r, j0 + v, Ct[r - i0, v])),
             ])]),
     ]
-    # one flat loop over the block's tiles, in either order: jp outer when a few rows read B in
+    # the block's tiles in either order (picked per unit): jp outer when a few rows read B in
     # place (its kc x NR micro-panel, kc <= DIRECT_KC, then stays in L1 for every row panel:
     # read from L2 once, not once per row panel)
-    nip, njp, tt = V("nip"), V("njp"), V("tt")
+    nip, njp, to, ti = V("nip"), V("njp"), V("to"), V("ti")
     jp_outer = few_rows if cfg.order == "ip_jp" else Const(True, "bool")
     tiles = [Declare(nip, _cdiv(mc, MR)), Declare(njp, _cdiv(nc, NR)),
-             Loop(tt, 0, nip * njp, [
-                 Declare(ip, sel(jp_outer, tt % nip, tt // njp)),
-                 Declare(jp, sel(jp_outer, tt // nip, tt % njp)),
-                 *tile])]
+             Loop(to, 0, sel(jp_outer, njp, nip), Loop(ti, 0, sel(jp_outer, nip, njp), [
+                 Declare(ip, sel(jp_outer, ti, to)), Declare(jp, sel(jp_outer, to, ti)), *tile]))]
 
     # -- one unit: batch entry bt, rows [m0, m1) x columns [n0, n1), in balanced blocks
     batch_of_unit = [Declare(bt, u // units), Declare(uu, u % units), Declare(rest, bt)]
