@@ -8,8 +8,8 @@ An engine that cannot run a workload (not installed, the op is missing, compilat
 prints ``n/a`` and its reason; nothing else is skipped. Protocol (benchmarks/README.md): every
 engine gets the same threads (2, or --threads); OpenBLAS is capped to one thread only while
 Kiln is timed (Kiln's kernels never call BLAS, and its idle pool would otherwise fight spinning
-OpenBLAS workers); each time is the median of >= 10 calls after one warm-up call (--quick: 3;
-the GEMM, RBM and dA rows warm up for WARMUP_S, every engine alike); engines rest 0.2 s between
+OpenBLAS workers); each time is the median of >= 10 calls (--quick: 3) after warm-up calls
+for WARMUP_S (at least one), every engine alike; engines rest 0.2 s between
 each other so spin-waiting worker threads go back to sleep (OpenBLAS's spin for ~0.1 s after
 their last call, capped or not: a Kiln product timed right after numpy's ran 2-5x slower).
 Ratio = the best peer's time / Kiln's time (> 1: Kiln is faster).
@@ -43,6 +43,13 @@ class NA(Exception):
     """An engine cannot run this workload; the message says why."""
 
 
+#: warm-up of every row, for every engine alike: after the rest between
+#: engines an idle core runs slowly for its first ~30 ms (the VM's vCPU and clock ramp up: a
+#: 500x800x500 product took 11, then ~3 ms a call for 30 ms, then 1.4 ms), longer than one
+#: warm-up call and ten timed calls of a sub-millisecond step together
+WARMUP_S = 0.05
+
+
 @dataclass
 class Workload:
     name: str
@@ -52,7 +59,7 @@ class Workload:
     unit: str = "ms"
     notes: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)   # other Kiln variants, timed like Kiln, noted
-    warmup_s: float = 0.0         # warm-up: calls for at least this long (else one call)
+    warmup_s: float = WARMUP_S    # warm-up: calls for at least this long (at least one)
 
 
 WORKLOADS = []   # (name, fn(ctx) -> Workload | list[Workload])
@@ -228,7 +235,7 @@ def gemm_workload(ctx, m, k, n, target=None):
         "kiln": lambda: _kiln_gemm(ctx, a, b),
         "numpy": lambda: (lambda: a @ b),
         "torch": torch_, "pytensor": pytensor_, "tinygrad": tiny_,
-    }, flops=2.0 * m * n * k, target=target, warmup_s=WARMUP_S)
+    }, flops=2.0 * m * n * k, target=target)
 
 
 @workload("sgemm")
@@ -534,7 +541,7 @@ def rbm(ctx):
         flops = 2.0 * 5 * batch * nv * nh
         out.append(Workload(f"rbm cd-1 784x500 batch {batch}",
                             {"kiln": kiln, "numpy": numpy_, "torch": torch_, "pytensor": pytensor_},
-                            flops=flops, target=("numpy", 1.5), warmup_s=WARMUP_S))
+                            flops=flops, target=("numpy", 1.5)))
     return out
 
 
@@ -611,7 +618,7 @@ def dae(ctx):
 
     return Workload("dae sgd 784x500 tied batch 20", {"kiln": kiln, "numpy": numpy_, "torch": torch_,
                                                       "pytensor": pytensor_},
-                    flops=2.0 * 4 * batch * nv * nh, target=("numpy", 1.5), warmup_s=WARMUP_S)
+                    flops=2.0 * 4 * batch * nv * nh, target=("numpy", 1.5))
 
 
 # ----------------------------------------------------------------------------- LeNet
@@ -777,16 +784,11 @@ def blas_cap():
         return contextlib.nullcontext()
 
 
-#: warm-up of the GEMM, RBM and dA rows, for every engine alike: after the rest between
-#: engines an idle core runs slowly for its first ~30 ms (the VM's vCPU and clock ramp up: a
-#: 500x800x500 product took 11, then ~3 ms a call for 30 ms, then 1.4 ms), longer than one
-#: warm-up call and ten timed calls of a sub-millisecond step together
-WARMUP_S = 0.05
 
 
 def time_calls(fn, calls, warmup_s=0.0):
-    fn()  # warm-up
     t0 = time.perf_counter()
+    fn()  # warm-up: at least one call, and calls for warmup_s
     while time.perf_counter() - t0 < warmup_s:
         fn()
     ts = []
