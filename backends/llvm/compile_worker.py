@@ -35,7 +35,7 @@ import llvmlite.binding as llvm
 REQUEST = struct.Struct("<IIQ")
 RESPONSE = struct.Struct("<IIQ")
 #: the tunings render.tuning names ("": the plain O``opt`` pipeline); a request sends the index
-TUNINGS = ("", "blocked")
+TUNINGS = ("", "blocked", "streaming")
 
 
 def optimize(ref, tm, opt: int, tuning: str = "") -> None:
@@ -53,7 +53,7 @@ def optimize(ref, tm, opt: int, tuning: str = "") -> None:
     """
     if opt <= 0:
         return
-    blocked = tuning == "blocked"
+    blocked = tuning in ("blocked", "streaming")  # render.tuning says why they share a pipeline
     level = min(opt, 2) if blocked else opt
     try:
         pto = llvm.create_pipeline_tuning_options(speed_level=level, size_level=0)

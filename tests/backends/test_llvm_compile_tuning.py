@@ -1,5 +1,6 @@
 """Per-kernel tuning of LLVM's pipeline (render.tuning, compile_worker.optimize): register-
-blocked kernels compile at O2 without LLVM's unroller or interleaving, the rest at full O3.
+blocked and streaming kernels compile at O2 without LLVM's unroller or interleaving, the rest
+at full O3.
 A tuning changes how a kernel is optimized, never what it computes, and the compile workers
 apply the same tuning as this process."""
 
@@ -34,10 +35,26 @@ def expected(x, y, terms):
     return acc
 
 
-def test_tuning_names_register_blocked_kernels_only():
+def window_kernel(name):
+    """y[i] = sum over a constant 3-tap window of x[i + t], vectorized along i."""
+    x, y = BufferParam("x", "float32", 1), BufferParam("y", "float32", 1)
+    t, acc = Var("t"), Var("acc", "float32")
+    body = (ir.Declare(acc, ir.Const(0.0, "float32")),
+            Loop(t, 0, 3, (ir.Assign(acc, acc + x[i + t]),)),
+            y.store(i, acc))
+    k = ir.transform(Kernel(name, (x, y), Loop(i, 0, y.dim(0), body)), "i", ir.vectorize, 16)
+    return Kernel(name, k.params, k.body)
+
+
+def test_tuning_names_blocked_streaming_and_the_rest():
     assert render.tuning(fma_kernel("fma_blocked", render.BLOCKED_FMAS)) == "blocked"
-    assert render.tuning(fma_kernel("fma_plain", render.BLOCKED_FMAS - 1)) == ""
-    assert set(compile_worker.TUNINGS) >= {"", "blocked"}
+    # one straight-line pass over memory, vectorized by Kiln: O2 without unrolling
+    assert render.tuning(fma_kernel("fma_plain", render.BLOCKED_FMAS - 1)) == "streaming"
+    # a constant window loop (O3 unrolls it), or no Kiln vector loop at all: full O3
+    assert render.tuning(window_kernel("window")) == ""
+    x, y = BufferParam("x", "float32", 1), BufferParam("y", "float32", 1)
+    assert render.tuning(Kernel("scalar", (x, y), Loop(i, 0, y.dim(0), y.store(i, x[i])))) == ""
+    assert set(compile_worker.TUNINGS) >= {"", "blocked", "streaming"}
 
 
 @pytest.mark.parametrize("terms", [render.BLOCKED_FMAS, 2])
