@@ -722,7 +722,7 @@ class LLVMBackend(Backend):
         warm = program is not None
         if program is None:
             rt.prestart_workers(len(names), opt)  # they start up while the loops are scheduled
-            scheduled_by_name = {}
+            scheduled_by_name, keys = {}, []
             if names:
                 with rt.Compilation(len(names), opt) as compilation:
                     # biggest first (by raw IR size): the longest LLVM jobs must not come last
@@ -730,13 +730,12 @@ class LLVMBackend(Backend):
                         scheduled_by_name[n] = cpu_schedule(kernels_by_name[n][1], vbytes, threads)
                         compilation.add(scheduled_by_name[n])
                     program = compilation.finish()
-            scheduled = [scheduled_by_name[n] for n in names]
-            key_of = dict(zip(program.kernels, program.keys)) if names else {}  # names, in add order
-            keys = [key_of[n] for n in names]
-            if names:
+                key_of = dict(zip(program.kernels, program.keys))  # kernel names, in add order
+                keys = [key_of[n] for n in names]
                 function_cache.store(key, {"kernels": [{"name": n, "key": kk, "nodes": len(kernels_by_name[n][2])}
                                                        for n, kk in zip(names, keys)],
                                            "n_nodes": len(order), "opt": opt})
+            scheduled = [scheduled_by_name[n] for n in names]
         else:
             scheduled = [None] * len(names)
             keys = [k["key"] for k in entry["kernels"]]

@@ -356,6 +356,15 @@ def grad_weight_by_gemm(groups, wshape) -> bool:
     return c * kh * kw >= GEMM_MIN_ROWS and f >= GEMM_MIN_CHANNELS
 
 
+def _partial_units(work: int, images: int) -> int:
+    """Partial weight gradients a launch sums: one per thread (each its own images), one for
+    small work (~7 us, where waking a thread costs more than it saves)."""
+    from engine.lowering import conv_gemm as CG
+    from engine.lowering.gemm import num_threads
+
+    return 1 if work < CG.SERIAL_WORK else max(1, min(num_threads(), images))
+
+
 def _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, xsrc, pre,
                       out_shape, temps) -> Lowered:
     """``pre`` steps (the padding of x into ``xsrc``), then the implicit GEMM into per-thread
@@ -363,7 +372,6 @@ def _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, xsr
     and their sum, transposed, into gw."""
     from engine.lowering import conv_gemm as CG
     from engine.lowering.common import ArgView
-    from engine.lowering.gemm import num_threads
 
     tile = CG.tile_shape(dtype, nfilters)
     lanes, _, nv = tile
@@ -371,11 +379,10 @@ def _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nfilters, xsr
     sk = CG.sum_partials_kernel(dtype)
     t_gwp, t_buf = len(temps), len(temps) + 1
 
-    def units(ins):        # image ranges: one per thread, one for small work (~7 us)
+    def units(ins):
         n, f, oh, ow = ins[1].shape
         fo, c, kh, kw = shape_arg(ins[2])
-        work = c * kh * kw * CG.padded_filters(f, lanes, nv) * n * oh * ow
-        return 1 if work < CG.SERIAL_WORK else max(1, min(num_threads(), n))
+        return _partial_units(c * kh * kw * CG.padded_filters(f, lanes, nv) * n * oh * ow, n)
 
     def gwp_shape(ins):
         f, c, kh, kw = shape_arg(ins[2])
@@ -417,17 +424,15 @@ def _grad_weight_rows(dtype, filter_flip, wshape, width, xsrc, pre, out_shape, t
     from engine.lowering import conv_gemm as CG
     from engine.lowering import conv_gw_rows as RW
     from engine.lowering.common import ArgView
-    from engine.lowering.gemm import num_threads
 
     lanes = CG.tile_shape(dtype)[0]
     rk = RW.rows_kernel(dtype, wshape[2:], lanes, width, filter_flip)
     sk = RW.sum_rows_partials_kernel(dtype)
     rows = wshape[0] * wshape[1] * wshape[2] * wshape[3]
 
-    def part_shape(ins):    # one partial per thread (one for small work, ~7 us)
+    def part_shape(ins):
         n, f, oh, ow = ins[1].shape
-        units = 1 if rows * n * oh * ow < CG.SERIAL_WORK else max(1, min(num_threads(), n))
-        return (units, rows, lanes)
+        return (_partial_units(rows * n * oh * ow, n), rows, lanes)
     t = len(temps)
     steps = list(pre) + [Step(rk.name, (xsrc, In(1), Tmp(t))),
                          Step(sk.name, (Tmp(t), ArgView(Out(0), lambda o, ins: o.reshape(-1))))]
@@ -451,30 +456,25 @@ def conv2d_grad_weight_plan(dtype, stride=(1, 1), padding=(0, 0), dilation=(1, 1
     def pads(ins):
         return conv_padding(padding, dilation, *shape_arg(ins[2])[2:])
 
+    def on_x(build) -> Lowered:
+        """``build(x source, steps before, temps)`` on x, or on x zero-padded into a temp."""
+        if _static_padding(padding, dilation, ksize) == (0, 0):
+            return build(In(0), [], [])
+        pad, pad_step, temp = _pad_input(dtype, pads)
+        low = build(Tmp(0), [pad_step], [temp])
+        low.kernels.insert(0, pad)
+        return low
+
     if ir_float(dtype) and grad_weight_by_gemm(groups, tuple(wshape)):
-        nf = wshape[0]
-        if _static_padding(padding, dilation, ksize) == (0, 0):
-            return _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, In(0), (),
-                                     out_shape, [])
-        pad, pad_step, temp = _pad_input(dtype, pads)
-        low = _grad_weight_gemm(dtype, stride, dilation, filter_flip, ksize, nf, Tmp(0), [pad_step],
-                                out_shape, [temp])
-        low.kernels.insert(0, pad)
-        return low
+        return on_x(lambda xsrc, pre, temps: _grad_weight_gemm(
+            dtype, stride, dilation, filter_flip, ksize, wshape[0], xsrc, pre, out_shape, temps))
     if _rows_apply(dtype, stride, dilation, groups, tuple(wshape), width):
-        if _static_padding(padding, dilation, ksize) == (0, 0):
-            return _grad_weight_rows(dtype, filter_flip, tuple(wshape), width, In(0), (), out_shape, [])
-        pad, pad_step, temp = _pad_input(dtype, pads)
-        low = _grad_weight_rows(dtype, filter_flip, tuple(wshape), width, Tmp(0), [pad_step], out_shape,
-                                [temp])
-        low.kernels.insert(0, pad)
-        return low
+        return on_x(lambda xsrc, pre, temps: _grad_weight_rows(
+            dtype, filter_flip, tuple(wshape), width, xsrc, pre, out_shape, temps))
     conv = C.conv2d_grad_weight(dtype, stride, padding, dilation, groups, filter_flip, ksize,
                                 width=width)
-    if _static_padding(padding, dilation, ksize) == (0, 0):
-        return Lowered([conv], [Step(conv.name, (In(0), In(1), Out(0)))], out_shape)
-    pad, pad_step, temp = _pad_input(dtype, pads)
-    return Lowered([pad, conv], [pad_step, Step(conv.name, (Tmp(0), In(1), Out(0)))], out_shape, [temp])
+    return on_x(lambda xsrc, pre, temps: Lowered(
+        [conv], [*pre, Step(conv.name, (xsrc, In(1), Out(0)))], out_shape, temps))
 
 
 def _lc_out(node, xs, ws, stride):

@@ -74,11 +74,18 @@ def _reshape(v: Variable, pattern: tuple) -> Variable:
     return Reshape(pattern)(v)
 
 
+def _short_rows(dims: tuple) -> bool:
+    """A map worth merging: rank >= 3, a static last axis shorter than SHORT_ROW, at most one
+    unknown dim (the merged shape's -1) and no empty one."""
+    return len(dims) >= 3 and dims[-1] is not None and dims[-1] < SHORT_ROW and dims.count(None) <= 1 \
+        and 0 not in dims
+
+
 def _plan(inputs: list[Variable], out: tuple) -> int | None:
     """The first merged axis, or None when merging is not possible or not worth it."""
-    if len(out) < 3 or out[-1] is None or out[-1] >= SHORT_ROW or out.count(None) > 1 or 0 in out:
+    if not _short_rows(out):
         return None
-    shapes = [(1,) * (len(out) - v.ndim) + tuple(v.type.shape) for v in inputs]
+    shapes = [_padded(v, len(out)) for v in inputs]
     if any(s.count(None) > 1 for s in shapes):
         return None
     lo = _run(shapes, out)
@@ -115,7 +122,7 @@ def _collapse_reduce(m: Match):
     node = m.node
     x = node.inputs[0]
     dims, axes = tuple(x.type.shape), tuple(sorted(node.op.axes))
-    if x.ndim < 3 or dims[-1] is None or dims[-1] >= SHORT_ROW or dims.count(None) > 1 or 0 in dims:
+    if not _short_rows(dims):
         return None
     last = x.ndim - 1
     if last not in axes:
