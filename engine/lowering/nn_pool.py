@@ -58,10 +58,13 @@ def pool_name(kind, mode, dtype, ndim, ws, stride, padding, ignore_border, count
     return f"{name}_{dt(dtype)}_{ndim}d"
 
 
-def _axes(x, o, ws, stride, padding):
+def _axes(x, o, ws, stride, padding, ignore_border):
+    """The row and column geometry; without padding and with partial windows dropped, o's
+    sizes are exactly the windows that fit (``out_len``: the op's shape rule guarantees the
+    kernel's buffers agree), so every window is interior."""
     nd = x.ndim
-    rows = Axis(stride[0], -padding[0], 1, ws[0], x.dim(nd - 2), o.dim(nd - 2))
-    cols = Axis(stride[1], -padding[1], 1, ws[1], x.dim(nd - 1), o.dim(nd - 1))
+    rows, cols = (Axis(stride[d], -padding[d], 1, ws[d], x.dim(nd - 2 + d), o.dim(nd - 2 + d),
+                       whole_windows=ignore_border and padding[d] == 0) for d in (0, 1))
     return rows, cols
 
 
@@ -85,7 +88,7 @@ def pool_fwd(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_i
     """out = pool(prologue(x)) over the last two axes. Params (x, out)."""
     dtype = ir.dtype_name(dtype)
     x, o = BufferParam("x", dtype, ndim), BufferParam("out", dtype, ndim)
-    rows, cols = _axes(x, o, ws, stride, padding)
+    rows, cols = _axes(x, o, ws, stride, padding, ignore_border)
     lanes = vector_lanes(dtype) if lanes is None else lanes
     nlead = ndim - 2
     p = Var("p")
@@ -289,7 +292,7 @@ def pool_grad(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_
     dtype = ir.dtype_name(dtype)
     x, y = BufferParam("x", dtype, ndim), BufferParam("y", dtype, ndim)
     gy, gx = BufferParam("gy", dtype, ndim), BufferParam("gx", dtype, ndim)
-    rows, cols = _axes(gx, gy, ws, stride, padding)
+    rows, cols = _axes(gx, gy, ws, stride, padding, ignore_border)
     lanes = vector_lanes(dtype) if lanes is None else lanes
     tiled = tuple(stride) == tuple(ws) and tuple(padding) == (0, 0)
     nlead = ndim - 2
@@ -536,7 +539,7 @@ def max_pool_grad_grad(dtype, ndim, ws, stride, padding, ignore_border=True, nam
     """out[window] = g at the window's first maximum of x. Params (x, g, out)."""
     dtype = ir.dtype_name(dtype)
     x, g, o = (BufferParam(n, dtype, ndim) for n in ("x", "g", "out"))
-    rows, cols = _axes(x, o, ws, stride, padding)
+    rows, cols = _axes(x, o, ws, stride, padding, ignore_border)
     nlead = ndim - 2
     p, a, b = Var("p"), Var("a"), Var("b")
     decl, lead = lead_index(x, nlead, p)

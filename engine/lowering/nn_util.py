@@ -137,9 +137,12 @@ class Axis:
     may be expressions (runtime) or ints.
     """
 
-    def __init__(self, s, off, d, K, L_in, L_out):
+    def __init__(self, s, off, d, K, L_in, L_out, whole_windows=False):
         self.s, self.off, self.d = int(s), c(off), int(d)
         self.K, self.L_in, self.L_out = c(K), c(L_in), c(L_out)
+        # L_out counts exactly the windows that fit from offset 0 (no padding, partial windows
+        # dropped): every position is interior, so no border code need be generated
+        self.whole_windows = whole_windows
 
     def base(self, a):
         return iadd(imul(a, self.s), self.off)
@@ -157,6 +160,8 @@ class Axis:
     def segments(self):
         """[(lo, hi, interior)]: the output range split so that every tap of an interior
         position is in bounds."""
+        if self.whole_windows:
+            return [(Const(0), self.L_out, True)]
         lo = clamp(cdiv(ineg(self.off), self.s), 0, self.L_out)
         last = isub(isub(isub(self.L_in, 1), self.off), imul(isub(self.K, 1), self.d))
         hi = imax(imin(iadd(fdiv(last, self.s), 1), self.L_out), lo)
