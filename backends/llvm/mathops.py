@@ -16,6 +16,8 @@ name -> method), never in if-chains. Semantics follow engine/kernel_ir.py and nu
 
 from __future__ import annotations
 
+import functools
+
 import llvmlite.ir as ll
 import numpy as np
 
@@ -26,6 +28,49 @@ I1, I8, I32, I64 = ll.IntType(1), ll.IntType(8), ll.IntType(32), ll.IntType(64)
 F32, F64 = ll.FloatType(), ll.DoubleType()
 PTR = ll.PointerType()
 VOID = ll.VoidType()
+
+
+class TextConstant(ll.Constant):
+    """A constant operand whose text is written once: llvmlite spells a vector constant (an
+    undef, a splat, a lane mask) element by element, through str.format, at every use; that
+    was a third of the time spent turning kernels into IR text. ``constant`` is what llvmlite
+    inspects (a shuffle mask's lanes), ``text`` what the IR says."""
+
+    def __init__(self, typ, text, constant=None):
+        self.type, self.text = typ, text
+        self.constant = text if constant is None else constant
+
+    def _to_string(self):
+        return f"{self.type} {self.text}"
+
+    def _get_reference(self):
+        return self.text
+
+
+def undef(typ):
+    return TextConstant(typ, "undef")
+
+
+_SPLATS: dict = {}
+
+
+def splat(element, lanes):
+    """The vector constant of ``lanes`` copies of the scalar constant ``element`` (shared per
+    element text: -0.0 is not 0.0)."""
+    text = str(element)
+    key = (text, lanes)
+    if key not in _SPLATS:
+        zero = text.rsplit(" ", 1)[-1] in ("0", "0x0", "false")
+        body = "zeroinitializer" if zero else "<" + ", ".join([text] * lanes) + ">"
+        _SPLATS[key] = TextConstant(ll.VectorType(element.type, lanes), body, [element] * lanes)
+    return _SPLATS[key]
+
+
+@functools.lru_cache(maxsize=4096)
+def lane_mask(lanes: tuple):
+    """The i32 vector constant of a shufflevector's lane indices."""
+    consts = [ll.Constant(I32, k) for k in lanes]
+    return TextConstant(ll.VectorType(I32, len(lanes)), "<" + ", ".join(f"i32 {k}" for k in lanes) + ">", consts)
 
 
 def scalar_type(dtype):
@@ -82,23 +127,24 @@ class Ops:
         t = scalar_type(dtype)
         value = int(value) if isinstance(t, ll.IntType) else float(value)
         c = ll.Constant(t, value)
-        return c if lanes == 1 else ll.Constant(ll.VectorType(t, lanes), [c] * lanes)
+        return c if lanes == 1 else splat(c, lanes)
 
     def like(self, v, dtype, value):
         return self.const(dtype, value, lanes_of(v))
 
     def broadcast(self, v, lanes):
+        if type(v) is ll.Constant:   # a constant vector, not an insert and a shuffle
+            return splat(v, lanes)
         vt = ll.VectorType(v.type, lanes)
-        x = self.b.insert_element(ll.Constant(vt, ll.Undefined), v, ll.Constant(I32, 0))
-        return self.b.shuffle_vector(x, ll.Constant(vt, ll.Undefined),
-                                     ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
+        x = self.b.insert_element(undef(vt), v, ll.Constant(I32, 0))
+        return self.b.shuffle_vector(x, undef(vt), lane_mask((0,) * lanes))
 
     def per_lane(self, fn, *vals):
         """Apply a scalar emitter fn lane by lane (for libm calls on vectors)."""
         n = lanes_of(vals[0])
         if n == 1:
             return fn(*vals)
-        out = ll.Constant(vals[0].type, ll.Undefined)
+        out = undef(vals[0].type)
         for k in range(n):
             idx = ll.Constant(I32, k)
             r = fn(*(self.b.extract_element(v, idx) for v in vals))
@@ -132,8 +178,14 @@ class Ops:
     def mul(self, a, b, dt, k):
         return self.b.fmul(a, b) if k == "f" else self.b.mul(a, b)
 
+    @staticmethod
+    def _positive_constant(b):
+        return type(b) is ll.Constant and isinstance(b.constant, int) and b.constant > 0
+
     def _safe_divisor(self, a, b, dt):
-        """(divisor safe to divide by, divisor == 0)."""
+        """(divisor safe to divide by, divisor == 0: None when it cannot be)."""
+        if self._positive_constant(b):   # (index arithmetic: x // 48) no checks to write
+            return b, None
         zero = self.b.icmp_unsigned("==", b, self.like(b, dt, 0))
         bad = zero
         if kir.is_signed(dt):
@@ -148,15 +200,18 @@ class Ops:
             return self.b.fdiv(a, b)
         d, zero = self._safe_divisor(a, b, dt)
         q = self.b.sdiv(a, d) if kir.is_signed(dt) else self.b.udiv(a, d)
-        return self.select(zero, self.like(a, dt, 0), q)
+        return q if zero is None else self.select(zero, self.like(a, dt, 0), q)
 
     def _int_divmod(self, a, b, dt):
         d, zero = self._safe_divisor(a, b, dt)
         if not kir.is_signed(dt):
             return self.b.udiv(a, d), self.b.urem(a, d), zero
         q, r = self.b.sdiv(a, d), self.b.srem(a, d)
-        adj = self.b.and_(self.b.icmp_signed("!=", r, self.like(r, dt, 0)),
-                          self.b.icmp_signed("<", self.b.xor(r, d), self.like(r, dt, 0)))
+        if zero is None:   # d > 0: round towards -inf exactly when the remainder is negative
+            adj = self.b.icmp_signed("<", r, self.like(r, dt, 0))
+        else:
+            adj = self.b.and_(self.b.icmp_signed("!=", r, self.like(r, dt, 0)),
+                              self.b.icmp_signed("<", self.b.xor(r, d), self.like(r, dt, 0)))
         q = self.select(adj, self.b.sub(q, self.like(q, dt, 1)), q)
         r = self.select(adj, self.b.add(r, d), r)
         return q, r, zero
@@ -183,7 +238,7 @@ class Ops:
         if k == "f":
             return self._float_divmod(a, b, dt)[0]
         q, _, zero = self._int_divmod(a, b, dt)
-        return self.select(zero, self.like(a, dt, 0), q)
+        return q if zero is None else self.select(zero, self.like(a, dt, 0), q)
 
     def mod(self, a, b, dt, k):
         if k == "f":
@@ -219,7 +274,7 @@ class Ops:
     def _wide_const(self, p, n):
         t = p.type.element if isinstance(p.type, ll.VectorType) else p.type
         c = ll.Constant(t, n)
-        return c if lanes_of(p) == 1 else ll.Constant(p.type, [c] * lanes_of(p))
+        return c if lanes_of(p) == 1 else splat(c, lanes_of(p))
 
     def _cmp(self, a, b, dt, k, op):
         if k == "f":
@@ -325,10 +380,8 @@ class Ops:
         n = lanes_of(v)
         while n > 1 and n % 2 == 0:
             h = n // 2
-            undef = ll.Constant(v.type, ll.Undefined)
-            lo = self.b.shuffle_vector(v, undef, ll.Constant(ll.VectorType(I32, h), list(range(h))))
-            hi = self.b.shuffle_vector(v, undef,
-                                       ll.Constant(ll.VectorType(I32, h), list(range(h, n))))
+            lo = self.b.shuffle_vector(v, undef(v.type), lane_mask(tuple(range(h))))
+            hi = self.b.shuffle_vector(v, undef(v.type), lane_mask(tuple(range(h, n))))
             v, n = self.binary(op, lo, hi, dtype), h
         if n == 1:
             return v if lanes_of(v) == 1 and not isinstance(v.type, ll.VectorType) else \

@@ -37,7 +37,7 @@ from __future__ import annotations
 import llvmlite.ir as ll
 
 from backends.common import TableRenderer
-from backends.llvm.mathops import I32, I64, PTR, VOID, Ops, mem_type, ty
+from backends.llvm.mathops import I32, I64, PTR, VOID, Ops, lane_mask, mem_type, ty, undef
 from engine import kernel_ir as kir
 from engine.errors import KilnError
 
@@ -48,7 +48,7 @@ BLOCKED_FMAS = 8  # vector FMAs in one vectorize loop that make a kernel "blocke
 
 
 def _lane_mask(lanes):
-    return ll.Constant(ll.VectorType(I32, len(lanes)), [ll.Constant(I32, k) for k in lanes])
+    return lane_mask(tuple(lanes))
 
 
 class RenderError(KilnError, ValueError):
@@ -421,7 +421,7 @@ class KernelRenderer(TableRenderer):
         fn.attributes.add("noinline")
         b = ll.IRBuilder(fn.append_basic_block("entry"))
         ptr, stride = fn.args[:2]
-        out = ll.Constant(vt, ll.Undefined)
+        out = undef(vt)
         for k in range(lanes):
             p = b.gep(ptr, [b.mul(_i64(k), stride)], source_etype=mt)
             if kind == "gather":
@@ -501,7 +501,7 @@ class KernelRenderer(TableRenderer):
         vals = [self.expr(x) for x in e.values]
         while len(vals) > 2 or len(vals) == 2 and vals[0].type != vals[1].type:
             vals[:2] = [self.concat(vals[0], vals[1])]
-        other = vals[1] if len(vals) == 2 else ll.Constant(vals[0].type, ll.Undefined)
+        other = vals[1] if len(vals) == 2 else undef(vals[0].type)
         return self.b.shuffle_vector(vals[0], other, _lane_mask(e.indices))
 
     def concat(self, a, b):
@@ -514,7 +514,7 @@ class KernelRenderer(TableRenderer):
             if k == w:
                 return v
             pad = _lane_mask(list(range(k)) + [0] * (w - k))
-            return self.b.shuffle_vector(v, ll.Constant(v.type, ll.Undefined), pad)
+            return self.b.shuffle_vector(v, undef(v.type), pad)
         return self.b.shuffle_vector(widen(a), widen(b), _lane_mask(list(range(n)) + [w + k for k in range(m)]))
 
     def e_gpu_index(self, e):

@@ -84,6 +84,11 @@ from engine.lowering.common import ArgView
 
 #: activations the tile store can apply, in order (the Gemm op's EPILOGUE_OPS)
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "softplus", "exp", "neg", "abs", "sqr")
+#: the layers' activations, chosen at run time by the 2-d kernel's ``act`` argument (code
+#: i + 1; 0: none): every plain or activated 2-d product of a function then shares one kernel,
+#: compiled once (a LeNet step compiled a plain and a tanh GEMM, 0.35 s of LLVM time each, the
+#: whole micro-kernel twice); the uniform branch costs one predicted jump per stored vector
+RUNTIME_ACTS = ("sigmoid", "tanh", "relu")
 #: M*N*K (all batch entries) below which a product runs on one thread: ~7 us of work, about
 #: what waking a sleeping worker costs
 SERIAL_WORK = 1 << 20
@@ -194,24 +199,36 @@ def epilogue_ops(epilogue):
     return tuple(o for o in ops if o != "identity")
 
 
-def kernel_name(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0)):
-    """``gemm_f32_8x48_k384_m96_n336[_b011][_bias][_tanh]``: one kernel per (dtype, tiles, batch
-    ranks, bias, epilogue), shared by every shape, transpose and c of those."""
+def kernel_name(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), act_param=False):
+    """``gemm_f32_8x48_k384_m96_n336[_b011][_bias][_tanh|_act]``: one kernel per (dtype, tiles,
+    batch ranks, bias, epilogue), shared by every shape, transpose and c of those (``_act``:
+    the activation is an argument)."""
     parts = ["gemm", "f32" if cfg.dtype == "float32" else "f64", cfg.tag]
     if any(batch):
         parts.append("b{}{}{}".format(*batch))
     if has_bias:
         parts.append("bias")
-    return "_".join(parts + list(epilogue))
+    return "_".join(parts + (["act"] if act_param else list(epilogue)))
+
+
+def runtime_act(epilogue, batch=(0, 0, 0)):
+    """The ``act`` code of a product whose activation the 2-d kernel picks at run time (0:
+    none), or None when the epilogue must be compiled in (a chain, a rarer activation, or a
+    batched product: those kernels have no c and no ``act``)."""
+    epilogue = epilogue_ops(epilogue)
+    if any(batch) or len(epilogue) > 1 or (epilogue and epilogue[0] not in RUNTIME_ACTS):
+        return None
+    return RUNTIME_ACTS.index(epilogue[0]) + 1 if epilogue else 0
 
 
 def _cdiv(x, y):
     return (x + (y - 1)) // y
 
 
-def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
-    """The kernel ``(a, b, [c], [bias], out, alpha, beta, [use_c], nthreads)``, built once
-    per process per arguments (kernels are immutable; a LeNet step asks for the same two 22 times).
+def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None, act_param=False):
+    """The kernel ``(a, b, [c], [bias], out, alpha, beta, [use_c], [act], nthreads)``, built
+    once per process per arguments (kernels are immutable; a LeNet step asks for the same two
+    22 times).
 
     ``a``: (..., M, K); ``b``: (..., K, N); ``out``: (..., M, N), its shape sets M, N and the
     batch. A transposed operand is a transposed view (strides), never a flag of the kernel:
@@ -221,13 +238,19 @@ def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None):
     take ``c``: (M, N) (any strides: a broadcast view of a smaller c), read only when the
     bool ``use_c`` (so c may be anything, e.g. out itself, when there is none), scaled by
     beta; ``bias``: (N,), added as is; ``alpha``/``beta``: scalars of the dtype;
-    ``nthreads``: int64, the threads to split the work for (<= 1: one).
+    ``nthreads``: int64, the threads to split the work for (<= 1: one). ``act_param`` (2-d
+    kernels, no compiled-in epilogue): ``act``, an int32, applies RUNTIME_ACTS[act - 1] on the
+    last K block (0: none).
     """
-    return _gemm_kernel(cfg, epilogue_ops(epilogue), bool(has_bias), tuple(batch), name)
+    epilogue = epilogue_ops(epilogue)
+    if act_param and (epilogue or any(batch)):
+        raise LoweringError(f"gemm: a run-time activation needs a 2-d kernel without an epilogue, "
+                            f"got {epilogue} / batch {batch}")
+    return _gemm_kernel(cfg, epilogue, bool(has_bias), tuple(batch), name, bool(act_param))
 
 
 @functools.lru_cache(maxsize=64)
-def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
+def _gemm_kernel(cfg, epilogue, has_bias, batch, name, act_param):
     dt, L, MR, NV, KC, MC, NC, NR = (cfg.dtype, cfg.lanes, cfg.mr, cfg.nv, cfg.kc, cfg.mc,
                                      cfg.nc, cfg.nr)
     if MC % MR or NC % NR:
@@ -241,9 +264,10 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
     bias = BufferParam("bias", dt, 1) if has_bias else None
     alpha, beta = ScalarParam("alpha", dt), ScalarParam("beta", dt)
     use_c = ScalarParam("use_c", "bool")
+    act = ScalarParam("act", "int32") if act_param else None
     nthreads = ScalarParam("nthreads", "int64")
     params = (a, b) + ((c,) if c is not None else ()) + ((bias,) if bias is not None else ()) + (
-        out, alpha, beta) + ((use_c,) if c is not None else ()) + (nthreads,)
+        out, alpha, beta) + ((use_c,) if c is not None else ()) + ((act,) if act is not None else ()) + (nthreads,)
 
     V = Var
     zero, mn, mx, sel = Const(0, dt), ir.minimum, ir.maximum, ir.select
@@ -345,6 +369,11 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
             body.append(If(first, Assign(val, val + ld(bias, (col,)))))
         if epilogue:
             body.append(If(last, Assign(val, _acts(val))))
+        if act is not None:
+            chosen = ()
+            for code in reversed(range(1, len(RUNTIME_ACTS) + 1)):
+                chosen = If(ir.eq(act, Const(code, "int32")), Assign(val, _act(RUNTIME_ACTS[code - 1], val)), chosen)
+            body.append(If(last & ir.ne(act, Const(0, "int32")), chosen))
         return body + [out.store(o_idx, val)]
 
     tile = [
@@ -416,7 +445,7 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name):
         Declare(units, mu * nu),
         Loop(u, 0, nb * units, unit, kind="parallel"),
     ]
-    kernel = _frozen(Kernel(name or kernel_name(cfg, epilogue, has_bias, batch), params, body))
+    kernel = _frozen(Kernel(name or kernel_name(cfg, epilogue, has_bias, batch, act_param), params, body))
     if c is None:
         return kernel
     # With several K blocks, out = beta * c first (in place when out is c: each element reads
@@ -481,7 +510,8 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
     epilogue = epilogue_ops(epilogue)
     if batch[2] and c_ndim is not None:
         raise LoweringError(f"gemm: c needs a 2-d output, got batch dims {batch}")
-    k = gemm_kernel(cfg, epilogue, has_bias, batch)
+    act = runtime_act(epilogue, batch)
+    k = gemm_kernel(cfg, () if act is not None else epilogue, has_bias, batch, act_param=act is not None)
     beta = (1.0 if c_ndim is not None else 0.0) if beta is None else beta
     np_dt = np.dtype(cfg.dtype).type
 
@@ -509,6 +539,8 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
              HostScalar(_constant(np_dt(beta)), cfg.dtype)]
     if not batch[2]:
         args.append(HostScalar(_constant(c_ndim is not None), "bool"))
+    if act is not None:
+        args.append(HostScalar(_constant(np.int32(act)), "int32"))
     args.append(HostScalar(num_threads, "int64"))
     return Lowered(kernels=[k], steps=[Step(k.name, tuple(args))], output_shapes=output_shapes)
 
@@ -541,11 +573,16 @@ def gemm_step(dtype, a, b, out, batch=(0, 0, 0), alpha=1.0, cfg=None):
     of shapes (..., M, K), (..., K, N), (..., M, N) at any strides; ``batch`` as in
     ``gemm_kernel``. The kernel is the one every other product of that batch rank shares."""
     cfg = cfg or choose_config(dtype)
-    k = gemm_kernel(cfg, batch=batch)
+    two_d = not any(batch)
+    k = gemm_kernel(cfg, batch=batch, act_param=two_d)
     np_dt = np.dtype(cfg.dtype).type
     args = [a, b] + ([] if batch[2] else [out]) + [
         out, HostScalar(_constant(np_dt(alpha)), cfg.dtype), HostScalar(_constant(np_dt(0.0)), cfg.dtype)]
-    args += ([] if batch[2] else [HostScalar(_constant(False), "bool")]) + [HostScalar(num_threads, "int64")]
+    if not batch[2]:
+        args.append(HostScalar(_constant(False), "bool"))
+    if two_d:
+        args.append(HostScalar(_constant(np.int32(0)), "int32"))
+    args.append(HostScalar(num_threads, "int64"))
     return k, Step(k.name, tuple(args))
 
 

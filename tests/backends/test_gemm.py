@@ -168,7 +168,32 @@ def test_one_kernel_for_every_transpose_and_c():
                              beta=be).kernels[0].name
              for cn in (None, 0, 1, 2) for ta in (False, True) for tb in (False, True)
              for al, be in ((1.0, None), (-0.1, 0.5))}
-    assert names == {gemm.kernel_name(gemm.choose_config("float32"), ("tanh",))}
+    assert names == {gemm.kernel_name(gemm.choose_config("float32"), act_param=True)}
+
+
+def test_plain_and_activated_products_share_one_kernel():
+    """Layers' activations are a run-time argument of the 2-d kernel (RUNTIME_ACTS); a chain
+    or a rarer activation is compiled in; batched products have no activation argument."""
+    cfg = gemm.choose_config("float32")
+    shared = {gemm.lower_gemm("float32", e, c_ndim=1).kernels[0].name for e in (None, "tanh", "sigmoid", "relu")}
+    assert shared == {gemm.kernel_name(cfg, act_param=True)}
+    assert gemm.lower_gemm("float32", ("tanh", "neg")).kernels[0].name == gemm.kernel_name(cfg, ("tanh", "neg"))
+    assert gemm.lower_gemm("float32", "exp").kernels[0].name == gemm.kernel_name(cfg, ("exp",))
+    assert gemm.runtime_act("relu", batch=(1, 0, 1)) is None
+    with pytest.raises(gemm.LoweringError):
+        gemm.gemm_kernel(cfg, "tanh", act_param=True)
+
+
+@pytest.mark.parametrize("code", range(len(gemm.RUNTIME_ACTS) + 1))
+def test_run_time_activation(code):
+    """act = 0 (none) or i + 1 (RUNTIME_ACTS[i]), applied once, on the last K block."""
+    f = compiled(gemm.gemm_kernel(SMALL["float32"], has_bias=True, act_param=True))
+    acts = [lambda x: x, lambda x: 1 / (1 + np.exp(-x)), np.tanh, lambda x: np.maximum(x, 0)]
+    for m, k, n in [(19, 130, 23), (40, 20, 100)]:
+        a, b, c, bias = rand(m, k) * 0.2, rand(k, n) * 0.2, rand(m, n), rand(n)
+        out = np.full((m, n), np.nan, "float32")
+        f(a, b, c, bias, out, 0.5, -1.0, True, np.int32(code), 2)
+        check(out, acts[code](0.5 * (a.astype("f8") @ b) - c + bias), "float32")
 
 
 def test_lower_gemm_in_place_c_and_float64_epilogue():
@@ -181,7 +206,7 @@ def test_lower_gemm_in_place_c_and_float64_epilogue():
     # out aliasing c (the scheduler's in-place Gemm): each element's c is read before written
     k = compiled(low.kernels[0])
     want = np.tanh(2.0 * a @ bt.T + 0.5 * c + bias)
-    k(a, bt.T, c, bias, c, 2.0, 0.5, True, 2)
+    k(a, bt.T, c, bias, c, 2.0, 0.5, True, np.int32(gemm.runtime_act("tanh")), 2)
     check(c, want, "float64")
 
 
