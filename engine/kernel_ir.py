@@ -683,6 +683,45 @@ absolute = _unfn("abs")
 logical_not = _unfn("not")
 
 
+def unit_stride_test(bufs, broadcastable=()):
+    """The test that each buffer's last stride is 1 (``broadcastable`` ones: 1 or 0, a
+    broadcast operand), and-ed (None for none): the condition of an ``If`` whose then-branch
+    a backend may specialize (``unit_stride_tested``): the LLVM renderer writes plain vector
+    accesses there (a 0-stride operand: one element, splat), and no strided loop copies."""
+    cond = None
+    for buf in bufs:
+        st = buf.stride(buf.ndim - 1)
+        test = eq(st, 1) if buf not in broadcastable else binop("or", eq(st, 1), eq(st, 0))
+        cond = test if cond is None else binop("and", cond, test)
+    return cond
+
+
+def unit_stride_tested(cond):
+    """(names of the buffers whose last stride ``cond`` requires to be 1, names of those it
+    requires to be 1 or 0): from the terms of its top-level conjunction, whatever else it tests."""
+    if isinstance(cond, BinOp) and cond.op == "and":
+        (u1, b1), (u2, b2) = unit_stride_tested(cond.a), unit_stride_tested(cond.b)
+        return u1 | u2, b1 | b2
+    if isinstance(cond, BinOp) and cond.op == "eq":
+        name = _last_stride_is(cond, 1)
+        return ({name} if name else set()), set()
+    if isinstance(cond, BinOp) and cond.op == "or":
+        one, zero = _last_stride_is(cond.a, 1), _last_stride_is(cond.b, 0)
+        if one and one == zero:
+            return set(), {one}
+    return set(), set()
+
+
+def _last_stride_is(cond, value):
+    """The buffer name if cond is ``buf.stride(last) == value``, else None."""
+    if isinstance(cond, BinOp) and cond.op == "eq":
+        for st, c in ((cond.a, cond.b), (cond.b, cond.a)):
+            if isinstance(st, Stride) and isinstance(c, Const) and c.value == value \
+                    and st.axis == st.buf.ndim - 1 and isinstance(st.buf, BufferParam):
+                return st.buf.name
+    return None
+
+
 def reduce_identity(op, dtype):
     """The neutral element of a REDUCE_OPS op in dtype (what a vector accumulator starts at)."""
     if op == "add" or op == "or" or op == "xor":

@@ -172,6 +172,36 @@ def vectorize(loop, width):
     return out
 
 
+def vector_buffers(stmts):
+    """(buffer params that stmts load or store whole vectors of, sorted by name; the names of
+    those only loaded)."""
+    bufs, stored = {}, set()
+    for n in ir.walk(tuple(stmts)):
+        if isinstance(n, ir.Load) and n.lanes > 1 or isinstance(n, ir.Store) and n.value.lanes > 1:
+            if isinstance(n.buf, ir.BufferParam):
+                bufs[n.buf.name] = n.buf
+        if isinstance(n, ir.Store):
+            stored.add(n.buf.name)
+    return [bufs[k] for k in sorted(bufs)], {k for k in bufs if k not in stored}
+
+
+def guard_unit_strides(parts, loop, cond=None, broadcasts=True):
+    """``if (cond and every vector-accessed buffer is contiguous along its last axis) parts
+    else loop``: the vectorized form runs on contiguous rows (a buffer only loaded may also
+    be a broadcast, last stride 0, unless ``broadcasts`` is false: a kernel whose operands
+    never are, whose loads need no test), the scalar loop on any others. A backend specializes the
+    branch on the test (kernel_ir.unit_stride_tested): without it, the LLVM renderer wrote a
+    second, gathering copy of every vector loop, a quarter of a LeNet step's LLVM time, for
+    strided operands that the scalar loop handles in a fraction of the code."""
+    bufs, loaded = vector_buffers(parts)
+    test = ir.unit_stride_test(bufs, [b for b in bufs if b.name in loaded] if broadcasts else ())
+    if test is not None:
+        cond = test if cond is None else ir.binop("and", cond, test)
+    if cond is None:
+        return tuple(parts)
+    return (ir.If(cond, tuple(parts), (loop,)),)
+
+
 def transform(kernel, var, fn, *args, **kwargs):
     """Apply ``fn(loop, *args)`` to the loop of kernel over ``var``; returns the new kernel."""
     loop = ir.find_loop(kernel, var)

@@ -47,7 +47,7 @@ from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError, KilnShapeError, describe_node
 from engine.graph import toposort
 from engine.kernel_ir import Var
-from engine.loopopt import vectorize
+from engine.loopopt import guard_unit_strides, vectorize
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
 from engine.lowering.common import ArgView
 
@@ -168,7 +168,7 @@ class _Scheduler:
             out = tuple(vectorize(loop, _lanes(loop, self.vbytes)))
         except ir.KernelIRError:
             return (loop,), False
-        return self.unique(out, loop), True
+        return guard_unit_strides(self.unique(out, loop), loop), True
 
     def unique(self, stmts: tuple, loop) -> tuple:
         """Rename the locals a transform introduced that clash with a name elsewhere."""

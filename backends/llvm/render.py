@@ -51,6 +51,26 @@ def _lane_mask(lanes):
     return lane_mask(tuple(lanes))
 
 
+class _UnitOrZero:
+    """A buffer's last stride, known to be 1 or 0 (a broadcast operand) inside a unit-stride
+    test's branch: its vector loads are a row or one element splat."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class _LoopID(ll.values.MDValue):
+    """A loop's ``llvm.loop`` node: ``distinct !{!self, options...}`` (LLVM requires the
+    self-reference; llvmlite's add_metadata cannot write one)."""
+
+    def __init__(self, module, options):
+        super().__init__(module, options, name=str(len(module.metadata)))
+
+    def descr(self, buf):
+        refs = ", ".join([self.get_reference()] + [op.get_reference() for op in self.operands])
+        buf += (f"distinct !{{{refs}}}", "\n")
+
+
 class RenderError(KilnError, ValueError):
     """Kernel IR the LLVM backend cannot render (names kernel and node)."""
 
@@ -155,6 +175,8 @@ class KernelRenderer(TableRenderer):
         self.env = {}    # name -> (SSA value, None, dtype) | (alloca, type, dtype)
         self.bufs = {}   # name -> (data pointer, [dims], [strides]) as i64 values
         self.unit_stride = False
+        self.fallback = False      # rendering a unit-stride test's else branch (s_if)
+        self.no_vectorize = None   # its loops' metadata options (scalar_loop_id)
 
     def save(self):
         return {k: getattr(self, k) for k in
@@ -216,8 +238,21 @@ class KernelRenderer(TableRenderer):
         b.position_at_end(loop)
         body(i)
         b.store(b.add(i, _i64(step)), ivar)
-        b.branch(cond)
+        latch = b.branch(cond)
+        if self.fallback:
+            latch.set_metadata("llvm.loop", self.scalar_loop_id())
         b.position_at_end(done)
+
+    def scalar_loop_id(self):
+        """Loop metadata keeping a loop as written: not vectorized, not unrolled. For the
+        loops of a unit-stride test's else branch (loopopt.guard_unit_strides): the strided
+        fallback runs rarely, and LLVM would otherwise vectorize it again (with runtime
+        checks) at as much compile time as the fast path."""
+        m = self.m
+        if self.no_vectorize is None:
+            self.no_vectorize = (m.add_metadata(["llvm.loop.vectorize.enable", ll.Constant(ll.IntType(1), 0)]),
+                                 m.add_metadata(["llvm.loop.unroll.disable"]))
+        return _LoopID(m, self.no_vectorize)
 
     def loop_body(self, s):
         def body(i):
@@ -239,7 +274,7 @@ class KernelRenderer(TableRenderer):
         start, stop = self.expr(s.start), self.expr(s.stop)
         vec_bufs = () if s.kind != "vectorize" or self.unit_stride else sorted(
             {n.buf.name for n in kir.walk(s.body) if isinstance(n, (kir.Load, kir.Store))
-             and isinstance(n.buf, kir.BufferParam)
+             and isinstance(n.buf, kir.BufferParam) and not self.known_unit(n.buf)
              and (n.lanes if isinstance(n, kir.Load) else n.value.lanes) > 1})
         if not vec_bufs:
             return self.emit_loop(name, start, stop, s.step, self.loop_body(s))
@@ -253,7 +288,8 @@ class KernelRenderer(TableRenderer):
         b.cbranch(unit, fast, slow)
         b.position_at_end(fast)
         # in this copy the last strides are known to be 1: say so (no multiplies to render)
-        outer_bufs = dict(self.bufs)
+        outer_bufs = self.bufs
+        self.bufs = dict(outer_bufs)
         for bn in vec_bufs:
             data, dims, strides = self.bufs[bn]
             self.bufs[bn] = (data, dims, strides[:-1] + [_i64(1)])
@@ -346,11 +382,36 @@ class KernelRenderer(TableRenderer):
         cond = self.expr(s.cond)
         then, other, done = (self.block_named(x) for x in ("if.then", "if.else", "if.end"))
         b.cbranch(cond, then, other)
+        outer_bufs, outer_fallback = self.bufs, self.fallback
+        facts = self.unit_stride_facts(s.cond)
         for blk, body in ((then, s.then), (other, s.orelse)):
             b.position_at_end(blk)
+            if blk is then:
+                self.bufs = facts
+            elif facts is not outer_bufs:
+                self.fallback = True
             self.block(body)
+            self.bufs, self.fallback = outer_bufs, outer_fallback
             b.branch(done)
         b.position_at_end(done)
+
+    def unit_stride_facts(self, cond):
+        """self.bufs, with the last stride of every buffer that ``cond`` (a conjunction) tests
+        ``== 1`` made the constant 1: accesses inside the branch are plain vector loads and
+        stores, and its ``vectorize`` loops need no strided version (kir.unit_stride_test)."""
+        unit, unit_or_zero = kir.unit_stride_tested(cond)
+        if not unit and not unit_or_zero:
+            return self.bufs
+        bufs = dict(self.bufs)
+        for name in unit:
+            if name in bufs:
+                data, dims, strides = bufs[name]
+                bufs[name] = (data, dims, strides[:-1] + [_i64(1)])
+        for name in unit_or_zero:
+            if name in bufs and name not in unit:
+                data, dims, strides = bufs[name]
+                bufs[name] = (data, dims, strides[:-1] + [_UnitOrZero(strides[-1])])
+        return bufs
 
     def s_alloc(self, s):
         buf = s.buf
@@ -368,13 +429,21 @@ class KernelRenderer(TableRenderer):
 
     # -- memory
     def contiguous(self, buf):
-        return isinstance(buf, kir.LocalBuffer) or self.unit_stride
+        return isinstance(buf, kir.LocalBuffer) or self.unit_stride or self.known_unit(buf)
+
+    def known_unit(self, buf):
+        """Whether buf's last stride is known to be 1 (or, for loads, 1 or 0) here: an
+        enclosing unit-stride test."""
+        st = self.bufs[buf.name][2]
+        return bool(st) and (isinstance(st[-1], _UnitOrZero) or isinstance(st[-1], ll.Constant)
+                             and st[-1].constant == 1)
 
     def element_ptr(self, buf, index):
         data, _, strides = self.bufs[buf.name]
         off = None
         for idx, st in zip(index, strides):
             v = self.ops.cast(self.expr(idx), idx.dtype, "int64")
+            st = st.value if isinstance(st, _UnitOrZero) else st
             if isinstance(st, ll.Constant) and st.constant == 0:
                 continue
             term = v if isinstance(st, ll.Constant) and st.constant == 1 else self.b.mul(v, st)
@@ -451,6 +520,10 @@ class KernelRenderer(TableRenderer):
         ptr, stride = self.element_ptr(e.buf, e.index)
         mt, align, n = mem_type(e.dtype), kir.itemsize(e.dtype), e.lanes
         b = self.b
+        if isinstance(stride, _UnitOrZero) and n > 1:   # a row, or one element broadcast
+            v = self.stride_switch(stride.value, lambda: b.load(ptr, typ=ll.VectorType(mt, n), align=align),
+                                   lambda: self.ops.broadcast(b.load(ptr, typ=mt, align=align), n))
+            return self.ops.from_mem(v, e.dtype)
         if n == 1 or self.contiguous(e.buf):
             v = b.load(ptr, typ=mt if n == 1 else ll.VectorType(mt, n), align=align)
             return self.ops.from_mem(v, e.dtype)
@@ -465,7 +538,8 @@ class KernelRenderer(TableRenderer):
         return self.bufs[e.buf.name][1][e.axis]
 
     def e_stride(self, e):
-        return self.bufs[e.buf.name][2][e.axis]
+        st = self.bufs[e.buf.name][2][e.axis]
+        return st.value if isinstance(st, _UnitOrZero) else st
 
     def e_binop(self, e):
         return self.ops.binary(e.op, self.expr(e.a), self.expr(e.b), e.a.dtype)

@@ -292,10 +292,13 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name, act_param):
     #    panels: row by row with vector loads when b's rows are contiguous (B streams through
     #    memory in order; skipped when the micro-kernel reads them in place), else column by
     #    column (a transposed b: each column is contiguous); then the edge panel
+    # b's rows are contiguous: tested on b's stride itself (not the b_unit local), so that the
+    # renderer writes plain vector loads of b under it, with no strided copy (unit_stride_test)
+    b_rows = ir.unit_stride_test([b])
     nfp = V("nfp")
     pack_b = [
         Declare(nfp, nc // NR),
-        If(b_unit,
+        If(b_rows,
            If(ir.logical_not(b_direct), Loop(k, 0, kc, Loop(jp, 0, nfp, [
                Bp.store((jp, k, q * L), b.load(b_bi + (pc + k, jc + jp * NR + q * L), L))
                for q in range(NV)]))),
@@ -339,9 +342,9 @@ def _gemm_kernel(cfg, epilogue, has_bias, batch, name, act_param):
     compute = micro(1)
     for nv_ in range(2, NV + 1):
         compute = If(nr > (nv_ - 1) * L, micro(nv_), compute)
-    compute = If(b_direct & ir.eq(nr, NR), micro(NV, b_in_place=True), compute)
+    compute = If(b_direct & ir.eq(nr, NR) & b_rows, micro(NV, b_in_place=True), compute)
     if MR >= 4:
-        half = If(b_direct, micro(NV, True, MR // 2), micro(NV, False, MR // 2))
+        half = If(b_direct & b_rows, micro(NV, True, MR // 2), micro(NV, False, MR // 2))
         compute = If((mr <= MR // 2) & ir.eq(nr, NR), half, compute)
 
     def _acts(x):

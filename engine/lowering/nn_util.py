@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from engine import kernel_ir as ir
 from engine.kernel_ir import Const, Var
-from engine.loopopt import vectorize
+from engine.loopopt import guard_unit_strides, vectorize
 
 # ----------------------------------------------------------------------------- integers
 
@@ -256,7 +256,9 @@ def vectorize_overlapped(loop, lanes):
 
 
 def vector_loop(loop, lanes, idempotent):
-    """The loop vectorized at ``lanes``. ``idempotent`` (its iterations only store pure
+    """The loop vectorized at ``lanes``, on rows whose vector operands are contiguous (the
+    scalar loop runs on others: an NN kernel's operands are whole arrays, rarely broadcasts,
+    so its loads need no per-access test). ``idempotent`` (its iterations only store pure
     functions of their index): the last vector overlaps the previous one, and rows shorter
     than a vector run the scalar loop; otherwise (accumulations, reductions): full vectors
     then a scalar remainder. Partial sums of reductions are named ``acc_v<lanes>``."""
@@ -264,10 +266,11 @@ def vector_loop(loop, lanes, idempotent):
         return [loop]
     if idempotent:
         fits = ir.ge(isub(loop.stop, loop.start), lanes)
-        return [ir.If(fits, vectorize_overlapped(loop, lanes), [loop])]
+        return list(guard_unit_strides(vectorize_overlapped(loop, lanes), loop, fits, broadcasts=False))
     parts = vectorize(loop, lanes)
     partials = {st.var.name: f"{st.var.name}{lanes}" for st in parts if isinstance(st, ir.Declare)}
-    return list(ir.rename(tuple(parts), partials) if partials else parts)
+    return list(guard_unit_strides(ir.rename(tuple(parts), partials) if partials else parts, loop,
+                                   broadcasts=False))
 
 
 # ----------------------------------------------------------------------------- activations
