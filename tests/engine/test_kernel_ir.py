@@ -203,3 +203,14 @@ def test_constant_bounds_drop_the_remainder():
 def test_vectorize_refuses_what_it_cannot_do(body, message):
     with pytest.raises(KernelIRError, match=message):
         ir.transform(Kernel("v", (x, y), body), "i", ir.vectorize, 8)
+
+
+def test_unit_stride_tests_are_recognized_in_conjunctions():
+    """A backend specializes the then-branch of an If on the buffers its condition tests
+    contiguous (last stride 1; a broadcastable operand: 1 or 0), whatever else it tests."""
+    a, b = ir.BufferParam("a", "float32", 2), ir.BufferParam("b", "float32", 1)
+    cond = ir.gt(ir.Var("n"), 3) & ir.unit_stride_test([a, b], broadcastable=[b])
+    assert ir.unit_stride_tested(cond) == ({"a"}, {"b"})
+    assert ir.unit_stride_tested(ir.eq(a.stride(0), 1)) == (set(), set())   # not the last axis
+    assert ir.unit_stride_tested(ir.binop("or", ir.eq(a.stride(1), 1), ir.gt(ir.Var("n"), 3))) == (set(), set())
+    assert ir.unit_stride_test([]) is None
