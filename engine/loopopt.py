@@ -185,16 +185,16 @@ def vector_buffers(stmts):
     return [bufs[k] for k in sorted(bufs)], {k for k in bufs if k not in stored}
 
 
-def guard_unit_strides(parts, loop, cond=None, broadcasts=True):
+def guard_unit_strides(parts, loop, cond=None):
     """``if (cond and every vector-accessed buffer is contiguous along its last axis) parts
     else loop``: the vectorized form runs on contiguous rows (a buffer only loaded may also
-    be a broadcast, last stride 0, unless ``broadcasts`` is false: a kernel whose operands
-    never are, whose loads need no test), the scalar loop on any others. A backend specializes the
-    branch on the test (kernel_ir.unit_stride_tested): without it, the LLVM renderer wrote a
-    second, gathering copy of every vector loop, a quarter of a LeNet step's LLVM time, for
-    strided operands that the scalar loop handles in a fraction of the code."""
+    be a broadcast, last stride 0: the gradient of a sum is a 0-stride array of ones), the
+    scalar loop on any others. A backend specializes the branch on the test
+    (kernel_ir.unit_stride_tested): without it, the LLVM renderer wrote a second, gathering
+    copy of every vector loop, a quarter of a LeNet step's LLVM time, for strided operands
+    that the scalar loop handles in a fraction of the code."""
     bufs, loaded = vector_buffers(parts)
-    test = ir.unit_stride_test(bufs, [b for b in bufs if b.name in loaded] if broadcasts else ())
+    test = ir.unit_stride_test(bufs, [b for b in bufs if b.name in loaded])
     if test is not None:
         cond = test if cond is None else ir.binop("and", cond, test)
     if cond is None:

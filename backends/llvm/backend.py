@@ -80,15 +80,26 @@ def _trips(loop):
 
 def _work(loop):
     """Estimated iterations of a loop nest: trips x the summed trips of the loops nested in
-    it (three levels; sibling loops add up, so a nest split into border / interior segments
+    it (three levels, through Ifs; sibling loops add up, so a nest split into border / interior segments
     counts all of them). A nested loop whose bounds use a name bound inside the nest cannot be
     sized before the loop runs: it counts as a whole chunk of work, because such nests are the
     hand-scheduled ones (a GEMM's tile units, a conv's row ranges) whose author already sized
     each iteration for a thread; counting them as one trip left the GEMM on one thread."""
     inside = ir.bound_names(loop) | {loop.var.name}
 
+    def loops_of(body):
+        """The loops of a body, seen through Ifs (their then-branch: a unit-stride test's
+        vectorized rows, which must not hide the rows' work from the estimate)."""
+        out = []
+        for s in body:
+            if isinstance(s, ir.Loop):
+                out.append(s)
+            elif isinstance(s, ir.If):
+                out += loops_of(s.then) or loops_of(s.orelse)
+        return out
+
     def body_work(body, depth):
-        loops = [s for s in body if isinstance(s, ir.Loop)]
+        loops = loops_of(body)
         if depth == 0 or not loops:
             return None
         total = None

@@ -176,6 +176,7 @@ class KernelRenderer(TableRenderer):
         self.bufs = {}   # name -> (data pointer, [dims], [strides]) as i64 values
         self.unit_stride = False
         self.fallback = False      # rendering a unit-stride test's else branch (s_if)
+        self.scratch = {}          # splat_scratch's locals
         self.no_vectorize = None   # its loops' metadata options (scalar_loop_id)
 
     def save(self):
@@ -185,6 +186,16 @@ class KernelRenderer(TableRenderer):
     def restore(self, state):
         for k, v in state.items():
             setattr(self, k, v)
+
+    def splat_scratch(self, vt):
+        """A zeroed local of one vector (per function and type): the address a branch-free
+        broadcast load reads when its operand is a single element."""
+        key = (id(self.fn), str(vt))
+        if key not in self.scratch:
+            a = self.alloca(vt, "bcast.scratch")
+            self.alloca_b.store(ll.Constant(vt, None), a)
+            self.scratch[key] = a
+        return self.scratch[key]
 
     def alloca(self, t, name):
         a = self.alloca_b.alloca(t, name=name)
@@ -520,10 +531,14 @@ class KernelRenderer(TableRenderer):
         ptr, stride = self.element_ptr(e.buf, e.index)
         mt, align, n = mem_type(e.dtype), kir.itemsize(e.dtype), e.lanes
         b = self.b
-        if isinstance(stride, _UnitOrZero) and n > 1:   # a row, or one element broadcast
-            v = self.stride_switch(stride.value, lambda: b.load(ptr, typ=ll.VectorType(mt, n), align=align),
-                                   lambda: self.ops.broadcast(b.load(ptr, typ=mt, align=align), n))
-            return self.ops.from_mem(v, e.dtype)
+        if isinstance(stride, _UnitOrZero) and n > 1:
+            # a row, or one element broadcast: no branch in the loop (a per-load branch cost a
+            # LeNet step 15%); the vector load reads a zeroed local when the row is one element
+            unit = b.icmp_signed("==", stride.value, _i64(1))
+            vt = ll.VectorType(mt, n)
+            row = b.load(b.select(unit, ptr, self.splat_scratch(vt)), typ=vt, align=align)
+            one = self.ops.broadcast(b.load(ptr, typ=mt, align=align), n)
+            return self.ops.from_mem(b.select(unit, row, one), e.dtype)
         if n == 1 or self.contiguous(e.buf):
             v = b.load(ptr, typ=mt if n == 1 else ll.VectorType(mt, n), align=align)
             return self.ops.from_mem(v, e.dtype)

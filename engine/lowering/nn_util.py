@@ -256,9 +256,9 @@ def vectorize_overlapped(loop, lanes):
 
 
 def vector_loop(loop, lanes, idempotent):
-    """The loop vectorized at ``lanes``, on rows whose vector operands are contiguous (the
-    scalar loop runs on others: an NN kernel's operands are whole arrays, rarely broadcasts,
-    so its loads need no per-access test). ``idempotent`` (its iterations only store pure
+    """The loop vectorized at ``lanes``, on rows whose vector operands are contiguous or (loaded
+    only) broadcasts (loopopt.guard_unit_strides: the gradient of a sum is a 0-stride array
+    of ones; the scalar loop runs on others). ``idempotent`` (its iterations only store pure
     functions of their index): the last vector overlaps the previous one, and rows shorter
     than a vector run the scalar loop; otherwise (accumulations, reductions): full vectors
     then a scalar remainder. Partial sums of reductions are named ``acc_v<lanes>``."""
@@ -266,11 +266,10 @@ def vector_loop(loop, lanes, idempotent):
         return [loop]
     if idempotent:
         fits = ir.ge(isub(loop.stop, loop.start), lanes)
-        return list(guard_unit_strides(vectorize_overlapped(loop, lanes), loop, fits, broadcasts=False))
+        return list(guard_unit_strides(vectorize_overlapped(loop, lanes), loop, fits))
     parts = vectorize(loop, lanes)
     partials = {st.var.name: f"{st.var.name}{lanes}" for st in parts if isinstance(st, ir.Declare)}
-    return list(guard_unit_strides(ir.rename(tuple(parts), partials) if partials else parts, loop,
-                                   broadcasts=False))
+    return list(guard_unit_strides(ir.rename(tuple(parts), partials) if partials else parts, loop))
 
 
 # ----------------------------------------------------------------------------- activations
