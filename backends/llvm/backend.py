@@ -668,6 +668,11 @@ class LLVMBackend(Backend):
         opt = rt.default_opt()
         vbytes, threads = vector_bytes(), rt.num_threads()
         order = _order(fgraph)
+        if "optimize.restored" not in fgraph.profile:
+            # the rewrites ran, so this graph was not compiled before: the function cache will
+            # miss too. Start the compile workers now (~0.2 s each), while the nodes are lowered,
+            # not when the first kernel is ready (LeNet's first kernels waited for them)
+            rt.prestart_workers(len(order), opt)
         slot_of = Slots()
         init_values = slot_of.init_values
         input_slots = [slot_of(v) for v in fgraph.inputs]
