@@ -421,7 +421,8 @@ class KernelRenderer(TableRenderer):
         for name in unit_or_zero:
             if name in bufs and name not in unit:
                 data, dims, strides = bufs[name]
-                bufs[name] = (data, dims, strides[:-1] + [_UnitOrZero(strides[-1])])
+                if not isinstance(strides[-1], (_UnitOrZero, ll.Constant)):   # (an outer test knew)
+                    bufs[name] = (data, dims, strides[:-1] + [_UnitOrZero(strides[-1])])
         return bufs
 
     def s_alloc(self, s):

@@ -167,7 +167,10 @@ def pool_fwd(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_i
         fast = [row_segment(si, *seg) if not seg[2] else
                 _separable_rows(x, o, lead, rowmax, rows, cols, ws, prologue, seg[0], seg[1], lanes, f"{si}")
                 for si, seg in segments]
-        body += [ir.Alloc(rowmax), ir.If(ir.le(x.dim(ndim - 1), SEPARABLE_MAX_WIDTH), fast, direct)]
+        # (contiguous rows only: the direct windows serve any strides, and the renderer then
+        # writes no strided copy of the separable path's vector loops)
+        body += [ir.Alloc(rowmax), ir.If(ir.le(x.dim(ndim - 1), SEPARABLE_MAX_WIDTH) & ir.unit_stride_test([x, o], [x]),
+                                         fast, direct)]
     else:
         body += direct
     loop = ir.Loop(p, 0, planes(x, nlead), body, kind="parallel")
@@ -382,7 +385,9 @@ def pool_grad(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_
                                                               _tiled_max_windows(x, gy, gx, lead, rows, cols, ws, a,
                                                                                  bl, L, f"{tag}_{L}l"),
                                                               kind="vectorize", step=L)])]
-                    scalar = ir.If(ir.ge(nb, L), whole, [scalar])
+                    # contiguous rows (or a broadcast gy: the gradient of a sum) only; the
+                    # scalar windows serve any strides
+                    scalar = ir.If(ir.ge(nb, L) & ir.unit_stride_test([x, gy, gx], [x, gy]), whole, [scalar])
             row.append(scalar)
         return ir.Loop(a, alo, ahi, row)
     segments = [(si, seg) for si, seg in enumerate(rows.segments()) if not _empty(seg[0], seg[1])]
@@ -397,7 +402,7 @@ def pool_grad(dtype, ndim, ws, stride, padding, mode, ignore_border=True, count_
                 _separable_grad_rows(x, gy, gx, lead, scratch, rows, cols, ws, seg[0], seg[1], lanes, f"{si}")
                 for si, seg in segments]
         body += [ir.Alloc(buf) for buf in scratch]
-        body.append(ir.If(ir.le(W, SEPARABLE_MAX_WIDTH), fast, direct))
+        body.append(ir.If(ir.le(W, SEPARABLE_MAX_WIDTH) & ir.unit_stride_test([x, gy, gx], [x, gy]), fast, direct))
     else:
         body += direct
     if tiled:  # cells beyond the last window (floor mode)
