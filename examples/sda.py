@@ -3,7 +3,9 @@ layers of 1000 sigmoid units pretrained greedily as denoising autoencoders (corr
 0.3; 15 epochs), then fine-tuned with a softmax on top by SGD (lr 0.1) with early stopping. The
 tutorial reports 1.3 % test error with batch size 1 and pretraining lr 0.001; batch size 1 is
 impractical here, so the default is batch 20 with pretraining lr 0.01 (``--batch-size 1
---pretrain-lr 0.001`` gives the tutorial's setting).
+--pretrain-lr 0.001`` gives the tutorial's setting). At batch 20 the fine-tuning cost is a mean
+over 20 examples: ``--finetune-lr 0.5`` brings each example's step closer to the tutorial's
+(1.39 % test error in RESULTS.md, against 1.54 % at lr 0.1).
 
     python examples/sda.py [--backend numpy] [--quick]
 """
