@@ -223,8 +223,11 @@ def grad_input_by_gemm(stride, dilation, groups, channels, nfilters) -> bool:
 
 
 #: the input gradient's GEMM + col2im run in this many chunks of images (steps are static; a
-#: chunk past the batch is empty), each of at least GRAD_INPUT_MIN_IMAGES images
-GRAD_INPUT_CHUNKS = 16
+#: chunk past the batch is empty), each of at least GRAD_INPUT_MIN_IMAGES images. LeNet layer 2
+#: at batch 500 (cols: 128 KB an image), median ms for 16 / 8 / 4 / 2 / 1 chunks: 12.8 / 11.8 /
+#: 11.5 / 11.0 / 11.8: bigger GEMMs and fewer launches gain more than cols staying in L2; 4
+#: keeps the temporary at a quarter of the batch's cols (16 MB there)
+GRAD_INPUT_CHUNKS = 4
 GRAD_INPUT_MIN_IMAGES = 4
 
 
@@ -239,9 +242,9 @@ def _grad_input_gemm(dtype, padding, filter_flip, ksize, out_shape) -> Lowered:
     """gy^T (F, N, OH*OW) = a copy of gy with its first two axes swapped, then per chunk of
     images [lo, hi): one GEMM (the 2-d kernel every product shares; transposes, reshapes and
     chunk slices are launch-time views) cols (C*KH*KW, (hi-lo)*OH*OW) = w^T (C*KH*KW, F) @
-    gy^T[:, lo:hi] (F, (hi-lo)*OH*OW), then gx[lo:hi] = col2im(cols). Chunks keep cols in
-    cache (the whole batch's cols of LeNet layer 2 at batch 500 is 64 MB: written by the
-    GEMM and read back by col2im from memory, both were memory-bound)."""
+    gy^T[:, lo:hi] (F, (hi-lo)*OH*OW), then gx[lo:hi] = col2im(cols). Chunks bound the cols
+    temporary (the whole batch's cols of LeNet layer 2 at batch 500 is 64 MB); GRAD_INPUT_CHUNKS
+    says why there are few."""
     from engine.lowering import gemm as G
     from engine.lowering.common import ArgView, copy_kernel
 
