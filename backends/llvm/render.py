@@ -368,6 +368,9 @@ class KernelRenderer(TableRenderer):
         ptr, stride = self.element_ptr(s.buf, s.index)
         lanes = s.value.lanes
         align = kir.itemsize(s.buf.dtype)
+        if isinstance(stride, _UnitOrZero):
+            self.fail(s, f"{s.buf.name!r} is stored to inside a test that lets it be a broadcast "
+                         "(kernel_ir.unit_stride_test: only loaded buffers may be broadcastable)")
         if lanes == 1 or self.contiguous(s.buf):
             self.b.store(value, ptr, align=align)
             return

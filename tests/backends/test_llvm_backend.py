@@ -241,3 +241,19 @@ def test_corrupt_function_entry_is_recompiled(tmp_path, monkeypatch):
     assert not again.compiled.warm
     np.testing.assert_allclose(again(a), np.exp(a).sum(1) * 2, rtol=1e-6)
     assert build().compiled.warm  # the entry was rewritten
+
+
+def test_a_broadcastable_buffer_cannot_be_stored_to():
+    """Inside a unit-stride test that lets a buffer be a broadcast (last stride 0), the
+    renderer loads it as one element or a row; a store to it is an error, not a silent write
+    to one element."""
+    import engine.kernel_ir as ir
+    from backends.llvm import render
+
+    b = ir.BufferParam("b", "float32", 1)
+    i = ir.Var("i")
+    ones = ir.Broadcast(ir.Const(1.0, "float32"), 16)
+    store = ir.Loop(i, 0, 16, [ir.Store(b, (i,), ones)], kind="vectorize", step=16)
+    k = ir.Kernel("bad_store", (b,), [ir.If(ir.unit_stride_test([b], [b]), [store], [])])
+    with pytest.raises(render.RenderError, match="stored to"):
+        render.render_module([k])
