@@ -1,6 +1,8 @@
 """A deep belief network on MNIST, as in the DeepLearningTutorials' ``DBN.py``: three RBMs of 1000
 units pretrained greedily with CD-1 (100 epochs, lr 0.01, batch 10), then fine-tuned with a
 softmax on top by SGD (lr 0.1) with early stopping. The tutorial reports 1.34 % test error.
+Its pretraining takes about 10 hours on 2 cores; ``--pretrain-epochs 20 --pretrain-lr 0.05``
+(the same lr x epochs) took 53 min and reached 1.44 % (RESULTS.md).
 
     python examples/dbn.py [--backend numpy] [--quick]
 """
