@@ -174,14 +174,13 @@ class KernelRenderer(TableRenderer):
         self.ops = Ops(self.b, self.m)
         self.env = {}    # name -> (SSA value, None, dtype) | (alloca, type, dtype)
         self.bufs = {}   # name -> (data pointer, [dims], [strides]) as i64 values
-        self.unit_stride = False
         self.fallback = False      # rendering a unit-stride test's else branch (s_if)
         self.scratch = {}          # splat_scratch's locals
         self.no_vectorize = None   # its loops' metadata options (scalar_loop_id)
 
     def save(self):
         return {k: getattr(self, k) for k in
-                ("fn", "entry", "b", "alloca_b", "ops", "env", "bufs", "unit_stride", "args_ptr")}
+                ("fn", "entry", "b", "alloca_b", "ops", "env", "bufs", "args_ptr")}
 
     def restore(self, state):
         for k, v in state.items():
@@ -283,7 +282,7 @@ class KernelRenderer(TableRenderer):
                 self.block(s.body)
             return
         start, stop = self.expr(s.start), self.expr(s.stop)
-        vec_bufs = () if s.kind != "vectorize" or self.unit_stride else sorted(
+        vec_bufs = () if s.kind != "vectorize" else sorted(
             {n.buf.name for n in kir.walk(s.body) if isinstance(n, (kir.Load, kir.Store))
              and isinstance(n.buf, kir.BufferParam) and not self.known_unit(n.buf)
              and (n.lanes if isinstance(n, kir.Load) else n.value.lanes) > 1})
@@ -298,15 +297,14 @@ class KernelRenderer(TableRenderer):
                             for x in ("unit_stride", "any_stride", "versions_end"))
         b.cbranch(unit, fast, slow)
         b.position_at_end(fast)
-        # in this copy the last strides are known to be 1: say so (no multiplies to render)
+        # in this copy the last strides are the constant 1: plain vector accesses, no multiplies
+        # (and no versions of the loops inside)
         outer_bufs = self.bufs
         self.bufs = dict(outer_bufs)
         for bn in vec_bufs:
             data, dims, strides = self.bufs[bn]
             self.bufs[bn] = (data, dims, strides[:-1] + [_i64(1)])
-        self.unit_stride = True
         self.emit_loop(name, start, stop, s.step, self.loop_body(s))
-        self.unit_stride = False
         self.bufs = outer_bufs
         b.branch(done)
         b.position_at_end(slow)
@@ -444,7 +442,7 @@ class KernelRenderer(TableRenderer):
 
     # -- memory
     def contiguous(self, buf):
-        return isinstance(buf, kir.LocalBuffer) or self.unit_stride or self.known_unit(buf)
+        return isinstance(buf, kir.LocalBuffer) or self.known_unit(buf)
 
     def known_unit(self, buf):
         """Whether buf's last stride is known to be 1 (or, for loads, 1 or 0) here: an
