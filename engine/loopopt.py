@@ -15,11 +15,14 @@ fn, *args)`` applies one to the loop over ``var`` and returns the new kernel::
                          loads with a constant coefficient 2..MAX_LOAD_STRIDE (``A[r, 2*i + c]``:
                          the span the lanes cover is loaded and every s-th lane kept, a
                          ``Shuffle``); other uses become ``Ramp``s; locals that vary with i
-                         become vectors.
+                         become vectors. An interleaved store group, s consecutive stores
+                         ``A[r, s*i + c] .. A[r, s*i + c + s-1]`` (s <= MAX_LOAD_STRIDE: Philox's
+                         four words a block), becomes s contiguous vector stores of lanes
+                         interleaved by ``Shuffle``s.
                          Accumulators declared outside (``acc = acc + x``, op in add mul min max
                          and or xor) get a vector partial and a ``ReduceLanes`` after the loop
                          (this reassociates float sums, as any vectorizer does). Refused, with
-                         a KernelIRError: gathers, strided stores, stores to an index invariant
+                         a KernelIRError: gathers, other strided stores, stores to an index invariant
                          in i, an If on a condition that varies with i, and loads of a stored
                          buffer at another index (a possible loop-carried dependence).
 ``unroll(loop, f)``      f copies of the body per iteration (step f) and a remainder loop;
@@ -90,6 +93,13 @@ def _check(loop, factor, what):
         raise KernelIRError(f"{what}: loop {loop.var.name!r} has step {loop.step}; only step 1")
     if not isinstance(factor, int) or factor < 1:
         raise KernelIRError(f"{what}: factor must be an int >= 1, got {factor!r}")
+
+
+def _offset(e):
+    """(base, c) with e = base + c for a constant int c (0 when e has no constant term)."""
+    if isinstance(e, ir.BinOp) and e.op == "add" and isinstance(e.b, Const):
+        return e.a, e.b.value
+    return e, 0
 
 
 def _fresh(name, taken):
@@ -330,7 +340,47 @@ class _Vectorizer:
         self.fail(e, f"cannot vectorize a {t.__name__}")
 
     def body(self, body):
-        return tuple(self.stmt(s) for s in body)
+        body, out, k = tuple(body), [], 0
+        while k < len(body):
+            group = self.store_group(body, k)
+            if group:
+                out += self.interleaved(group)
+                k += len(group)
+            else:
+                out.append(self.stmt(body[k]))
+                k += 1
+        return tuple(out)
+
+    def store_group(self, body, k):
+        """The stores body[k:k+s] if they are an interleaved group: one buffer, the same
+        invariant leading indices, last indices ``s*i + c + q`` for q = 0..s-1 in order,
+        s in 2..MAX_LOAD_STRIDE; else None."""
+        first = body[k]
+        if type(first) is not ir.Store or any(self.coef(x) != 0 for x in first.index[:-1]):
+            return None
+        s = self.coef(first.index[-1])
+        if not isinstance(s, int) or not 2 <= s <= MAX_LOAD_STRIDE or k + s > len(body):
+            return None
+        base, c = _offset(first.index[-1])
+        for q in range(1, s):
+            st = body[k + q]
+            if type(st) is not ir.Store or st.buf != first.buf or st.index[:-1] != first.index[:-1] \
+                    or _offset(st.index[-1]) != (base, c + q):
+                return None
+        return body[k:k + s]
+
+    def interleaved(self, group):
+        """An interleaved group's s vectors (lane l of vector q: element s*(i+l) + c + q) as s
+        contiguous w-lane stores from element s*i + c: vector j's lane t is element
+        e = j*w + t of the span, lane e // s of vector e % s."""
+        s, w = len(group), self.w
+        buf = group[0].buf
+        lanes = [Var(_fresh(f"{buf.name}_q{q}", self.taken), buf.dtype, w) for q in range(s)]
+        head, last = group[0].index[:-1], group[0].index[-1]
+        return [*(ir.Declare(v, self.bc(self.expr(st.value))) for v, st in zip(lanes, group)),
+                *(ir.Store(buf, head + (_add(last, Const(j * w)),),
+                           ir.Shuffle(lanes, [(e % s) * w + e // s for e in range(j * w, (j + 1) * w)]))
+                  for j in range(s))]
 
     def stmt(self, s):
         t = type(s)

@@ -14,7 +14,7 @@ futex wake-up, tens of us, with sleeping ones):
 * a worker claims chunks by compare-and-swap on the job word, so a stale view of an old job
   can never run a chunk; after its last chunk it spins on the word (``pause``, a
   ``sched_yield`` every ~2 us so that it never starves a caller sharing its CPU) for
-  ``SPIN_TICKS`` (~100 us), then sleeps on a condition variable;
+  ``SPIN_TICKS`` (~1.5 ms), then sleeps on a condition variable;
 * chunks no worker claimed within ``GRACE_TICKS`` (a worker lost its CPU to another process)
   are run by the caller; a region started while another runs (a second Python thread, or a
   kernel called from a chunk), one thread, or one trip, runs serially on the calling thread.
@@ -30,8 +30,14 @@ import llvmlite.ir as ll
 
 I8, I32, I64 = ll.IntType(8), ll.IntType(32), ll.IntType(64)
 PTR, VOID = ll.PointerType(), ll.VoidType()
-#: cycle-counter ticks a worker spins after its last job before it sleeps (~100 us at 2.6 GHz)
-SPIN_TICKS = 1 << 18
+#: cycle-counter ticks a worker spins after its last job before it sleeps (~1.5 ms at 2.6 GHz).
+#: Waking a sleeper costs tens of us on a VM (an idle vCPU's wake-up), and a training step's
+#: serial kernels and Python between two parallel GEMMs last ~100 us: spinning ~100 us, the
+#: RBM CD-1 step (batch 20) woke a worker before nearly every GEMM, 30-40 us each (kernels
+#: 1.03 -> 0.85 ms, step 1.27 -> 1.18 ms with 1 << 22; 1 << 20 and 1 << 24 were slower).
+#: The spinner yields every YIELD_TICKS, so a thread waiting for its CPU gets it (OpenMP
+#: runtimes spin 200 ms by default)
+SPIN_TICKS = 1 << 22
 #: ticks between two sched_yield calls of a spinning thread (~2 us)
 YIELD_TICKS = 1 << 12
 #: ticks the caller waits for workers to claim their chunks before running them itself (~13 ms)

@@ -1,7 +1,9 @@
-"""Strided loads in the vectorizer (engine/loopopt.py): an index ``s*i + c`` along the last
-axis (2 <= s <= MAX_LOAD_STRIDE) loads the span its lanes cover as whole vectors and picks
-every s-th lane with a ``Shuffle``; the results equal the scalar loop's, on the LLVM backend
-(unit and non-unit runtime strides), in the listing, the verifier and the GPU scalarizer."""
+"""Strided loads and interleaved store groups in the vectorizer (engine/loopopt.py): an
+index ``s*i + c`` along the last axis (2 <= s <= MAX_LOAD_STRIDE) loads the span its lanes
+cover as whole vectors and picks every s-th lane with a ``Shuffle``; s stores ``s*i + c + q``
+(q = 0..s-1) become s contiguous stores of interleaved lanes. The results equal the scalar
+loop's, on the LLVM backend (unit and non-unit runtime strides), in the listing, the
+verifier and the GPU scalarizer."""
 
 import numpy as np
 import pytest
@@ -76,9 +78,41 @@ def test_strided_loads_of_a_non_contiguous_row():
         np.testing.assert_array_equal(want, xs[:, 1:41:2] - xs[:, 0:40:2])
 
 
+def _interleave(s, c=0):
+    """y[s*i + c + q] = (q + 1) * x[i] + q: one store per phase q, in order."""
+    stores = [y.store(i * s + (c + q) if c + q else i * s, x[i] * Const(float(q + 1), "float32")
+                      + Const(float(q), "float32")) for q in range(s)]
+    return Kernel(f"inter{s}_{c}", (x, y), Loop(i, 0, x.dim(0), stores))
+
+
+@pytest.mark.parametrize("s", range(2, MAX_LOAD_STRIDE + 1))
+@pytest.mark.parametrize("n", [1, 8, 13, 37])
+def test_interleaved_store_groups_match_the_scalar_loop(s, n):
+    base = _interleave(s, c=1)
+    k = ir.transform(base, "i", ir.vectorize, 8)
+    ir.verify(k)
+    assert len(_shuffles(k)) == s   # s contiguous 8-lane stores, no strided one
+    pytest.importorskip("llvmlite")
+    xs = np.random.default_rng(n).standard_normal(n).astype("float32")
+    want = np.zeros(s * n + 1, "float32")
+    _run(base, xs, want)
+    np.testing.assert_array_equal(want[1:].reshape(n, s), xs[:, None] * np.arange(1, s + 1, dtype="float32")
+                                  + np.arange(s, dtype="float32"))
+    for lanes in (4, 8, 16):
+        got = np.zeros(s * n + 1, "float32")
+        _run(ir.transform(base, "i", ir.vectorize, lanes), xs, got)
+        np.testing.assert_array_equal(got, want, err_msg=f"lanes {lanes}")
+
+
 def test_strided_stores_and_wide_strides_are_refused():
     with pytest.raises(KernelIRError, match="only the last index"):
         ir.transform(Kernel("st", (x, y), Loop(i, 0, 8, y.store(i * 2, x[i]))), "i", ir.vectorize, 8)
+    # an incomplete or out-of-order group is not interleaved
+    gap = Kernel("gap", (x, y), Loop(i, 0, 8, [y.store(i * 2, x[i]), y.store(i * 2 + 2, x[i])]))
+    swapped = Kernel("sw", (x, y), Loop(i, 0, 8, [y.store(i * 2 + 1, x[i]), y.store(i * 2, x[i])]))
+    for k in (gap, swapped):
+        with pytest.raises(KernelIRError, match="only the last index"):
+            ir.transform(k, "i", ir.vectorize, 8)
     wide = MAX_LOAD_STRIDE + 1
     with pytest.raises(KernelIRError, match="only the last index"):
         ir.transform(Kernel("w", (x, y), Loop(i, 0, 8, y.store(i, x[i * wide]))), "i", ir.vectorize, 8)
