@@ -718,6 +718,57 @@ def _philox_kernel(name: str, dist: str, raw_dtype: str, out_dtype: str, param_t
     return ir.Kernel(name, (out, *pbufs, k0, k1, start, n), (main, tail))
 
 
+def _philox_rows_kernel(name: str, dist: str, raw_dtype: str, out_dtype: str, params: list) -> ir.Kernel:
+    """Samples with their parameters in one pass over a (rows, cols) output (a 1-d sample is
+    one row): parameters are 0-d or (rows, cols) buffers (broadcast views: any strides), so
+    a layer's probabilities are read where they lie instead of a raw pass and a combining
+    pass. Sample f = r * cols + c is word f % 4 of block ``start + f // 4``, as everywhere.
+    With cols % 4 == 0 each block lies in one row: blocks loop over (row, column block), and
+    the CPU vectorizes the column blocks (strided parameter loads, interleaved stores);
+    otherwise a flat block loop finds each sample's row and column by division."""
+    out = BufferParam("out", out_dtype, 2)
+    pbufs = [BufferParam(f"p{k}", dt, 0 if nd == 0 else 2) for k, (dt, nd) in enumerate(params)]
+    k0, k1, start = ScalarParam("k0", "uint32"), ScalarParam("k1", "uint32"), ScalarParam("start", "uint64")
+    rows, cols = out.dim(0), out.dim(1)
+    r, cb, blk = Var("r"), Var("cb"), Var("blk")
+
+    def samples(em: Emitter, block, at, guard=None):
+        """Statements storing the block's four samples at ``at(w)`` = (row, col) of word w."""
+        words = philox_words(em, start + Cast(block, "uint64"), k0, k1)
+        values = _distribution_values(em, dist, words, raw_dtype)
+        scalars = [em.local(p[()], "p") if p.ndim == 0 else None for p in pbufs]
+        stmts = list(em.stmts)
+        for w, v in enumerate(values):
+            pos = at(w)
+            ps = [sc if sc is not None else p[pos] for sc, p in zip(scalars, pbufs)]
+            st = out.store(pos, _apply_params(dist, v, ps, out_dtype))
+            stmts.append(If(guard(w), st) if guard else st)
+        return stmts
+
+    c4 = Var("c4")
+    by_rows = Loop(r, 0, rows, Loop(cb, 0, c4, samples(
+        Emitter("m"), r * c4 + cb, lambda w: (r, cb * 4 + w)), kind="parallel"), kind="parallel")
+    n = rows * cols
+    flat_pos = [Var(f"f{w}") for w in range(4)]
+    by_blocks = Loop(blk, 0, (n + 3) // 4, [
+        *(Declare(flat_pos[w], blk * 4 + w) for w in range(4)),
+        *samples(Emitter("g"), blk, lambda w: (flat_pos[w] // cols, flat_pos[w] % cols),
+                 guard=lambda w: ir.lt(flat_pos[w], n)),
+    ], kind="parallel")
+    body = (Declare(c4, cols // 4), If(ir.eq(cols % 4, Const(0)), by_rows, by_blocks))
+    return ir.Kernel(name, (out, *pbufs, k0, k1, start), body)
+
+
+def _rows_view(shape_of):
+    """ArgView function: an array as (rows, cols) of the sample shape (1-d: one row),
+    broadcast to it (a view: broadcasting gives 0 strides)."""
+    def view(a, arrays):
+        shape = shape_of(arrays)
+        a = np.broadcast_to(a, shape) if a.shape != shape else a
+        return a.reshape(1, -1) if len(shape) == 1 else a
+    return view
+
+
 def _name_of(dist: str) -> str:
     """The distribution in kernel names: KILN_DETERMINISTIC's normal kernels are other code (a
     cached function of the other mode, found by its kernel names, is never reused)."""
@@ -763,9 +814,18 @@ def lower_random(node) -> Lowered:
         kernel = _philox_kernel(name, dist, raw_dtype, dtype, [p.dtype for p in params])
         steps = [Step(name, (flat_out,) + tuple(In(2 + k) for k in range(len(params))) + scalars)]
         return HostLowered([kernel], steps, output_shapes, host_outputs={0: new_state})
+    nd = node.outputs[1].ndim
+    if nd in (1, 2) and all(p.ndim in (0, nd) for p in params):
+        # parameters of the sample's shape (a layer's probabilities): sampled where they lie
+        name = kernel_name("philox", _name_of(dist), tag(dtype), "rows",
+                           "p" + "".join(tag(p.dtype) + ("" if p.ndim == 0 else "a") for p in params))
+        kernel = _philox_rows_kernel(name, dist, raw_dtype, dtype, [(p.dtype, p.ndim) for p in params])
+        rows_view = _rows_view(sample_shape)
+        pargs = tuple(In(2 + k) if p.ndim == 0 else ArgView(In(2 + k), rows_view) for k, p in enumerate(params))
+        steps = [Step(name, (ArgView(Out(1), rows_view),) + pargs + scalars[:3])]
+        return HostLowered([kernel], steps, output_shapes, host_outputs={0: new_state})
     raw_name = kernel_name("philox", _name_of(dist), "raw", tag(raw_dtype))
     raw = _philox_kernel(raw_name, dist, raw_dtype, raw_dtype, None)
-    nd = node.outputs[1].ndim
     slot = tuple(("in", k) for k in range(1 + len(params)))
     if dist == "uniform":
         expr = (("sub", dtype, (slot[2], slot[1])), ("mul", dtype, (slot[0], ("op", 0))),

@@ -111,7 +111,7 @@ def test_random_samples_match_numpy_backend():
         p = T.vector("p")
         return p, [srng.uniform((7, 5)), srng.binomial((3, 11), p=0.3), srng.normal((13,), avg=1.0, std=2.0),
                    srng.uniform((2, 3), low=-1.0, high=3.0, dtype="float64"),
-                   srng.binomial(size=(4, 3), p=p),           # array parameter: two-kernel path
+                   srng.binomial(size=(4, 3), p=p),           # a row of parameters: two-kernel path
                    srng.normal((4, 3), avg=p, dtype="float32")]
     pv = np.array([0.1, 0.5, 0.9], "float32")
     fs = {}
@@ -126,6 +126,38 @@ def test_random_samples_match_numpy_backend():
                 np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
             else:
                 np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (5, 8), (3, 100), (2, 70), (37,), (64,)])
+def test_samples_with_parameter_arrays_in_one_pass(shape):
+    """Parameters of the sample's shape are read in the sampling kernel itself (no raw pass):
+    column counts that are and are not multiples of 4 (blocks within rows, or across them),
+    vectorized rows, 1-d samples; broadcast, transposed and full parameters; every sample
+    equals the numpy backend's, call after call."""
+    rows = T.matrix if len(shape) == 2 else T.vector
+    def graph():
+        srng = engine.RandomStreams(seed=99)
+        p, lo = rows("p"), rows("lo")
+        return [p, lo], [srng.binomial(size=p.shape, p=p), srng.uniform(size=p.shape, low=lo, high=2.0),
+                         srng.normal(size=p.shape, avg=lo, std=p, dtype="float32")]
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    full = rng.uniform(size=shape).astype("float32")
+    fs = {b: engine.function(*graph(), backend=b) for b in ("numpy", "llvm")}
+    names = [k.name for k in fs["llvm"].kernels]
+    assert sum("rows" in n for n in names) == 3 and not any("raw" in n for n in names), names
+    variants = [(full, full[::-1].copy())]
+    if len(shape) == 2:
+        variants += [(np.asfortranarray(full), np.broadcast_to(full[:1], shape)),   # strided, broadcast
+                     (np.repeat(full, 2, axis=1)[:, ::2], np.broadcast_to(full[:, :1], shape))]
+    for pv, lv in variants:
+        for _ in range(2):   # the second call uses the advanced state
+            ref, got = fs["numpy"](pv, lv), fs["llvm"](pv, lv)
+            for k, (g, r) in enumerate(zip(got, ref)):
+                assert g.dtype == r.dtype and g.shape == r.shape
+                if k == 2:   # normal: Box-Muller, transcendental functions within 2 ulp
+                    np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
+                else:
+                    np.testing.assert_array_equal(g, r)
 
 
 def test_kernel_sources_at_every_level():
