@@ -545,6 +545,64 @@ def _exec_kernels(plan, vals, owned, pool, profiling, ins=None) -> None:
         _release(plan, vals, owned, pool)
 
 
+def _kernel_executor(plan):
+    """``_exec_kernels`` specialized to one node as generated Python (the thin per-call path,
+    like ``_Launch``): its slots, dtypes, output kinds, launches and releases are constants,
+    and a repeated input-shape signature is one dict lookup. Same behaviour, errors included;
+    ~2 us a node less (an RBM step runs 23 kernel nodes)."""
+    n_in = len(plan.in_slots)
+    env = {"plan": plan, "memo": plan.shape_memo, "shapes_of": _shapes, "KilnError": KilnError, "wrap": _wrap,
+           "profiled": _profiled, "release": _release, "empty": np.empty}
+    lines = ["def execute(plan, vals, owned, pool, profiling):"]
+    names = [f"i{k}" for k in range(n_in)]
+    lines += [f"    {n} = vals[{s}]" for n, s in zip(names, plan.in_slots)]
+    lines.append(f"    ins = [{', '.join(names)}]")
+    if plan.value_inputs:
+        lines.append("    found = shapes_of(plan, ins)")
+    else:
+        key = "(" + "".join(f"{n}.shape, " for n in names) + ")"
+        lines += ["    try:", f"        found = memo.get({key})",
+                  "    except AttributeError:   # a host value that is not an array",
+                  "        found = None",
+                  "    if found is None:", "        found = shapes_of(plan, ins)"]
+    lines += ["    shapes, temp_shapes = found", "    try:"]
+    temps = []
+    for k, dt in enumerate(plan.temp_dtypes):
+        env[f"tdt{k}"] = dt
+        lines.append(f"        t{k} = pool.get(temp_shapes[{k}], tdt{k})")
+        temps.append(f"t{k}")
+    outs = []
+    for k, kind in enumerate(plan.out_kind):
+        env[f"dt{k}"] = plan.dtypes[k]
+        if kind == 0:
+            lines.append(f"        o{k} = empty(shapes[{k}], dt{k})")
+        elif kind == 1:
+            lines += [f"        o{k} = pool.get(shapes[{k}], dt{k})", f"        owned.add({plan.out_slots[k]})"]
+        else:
+            env[f"host{k}"] = plan.host_outputs[k]
+            lines.append(f"        o{k} = host{k}(ins)")
+        outs.append(f"o{k}")
+    if not temps and not outs:
+        lines.append("        pass")
+    lines += ["    except KilnError:", "        raise",
+              "    except (ValueError, IndexError, TypeError, OverflowError) as e:",
+              "        raise wrap(plan.node, e) from e",
+              f"    outs = [{', '.join(outs)}]", f"    temps = [{', '.join(temps)}]",
+              "    if profiling:", "        profiled(plan, ins, outs, temps)", "    else:"]
+    for j, launch in enumerate(plan.launches):
+        env[f"launch{j}"] = launch.call
+        lines.append(f"        launch{j}(ins, outs, temps)")
+    if not plan.launches:
+        lines.append("        pass")
+    lines += [f"    vals[{s}] = o{k}" for k, s in enumerate(plan.out_slots)]
+    lines += [f"    pool.put(t{k})" for k in range(len(temps))]
+    if plan.release:
+        lines.append("    release(plan, vals, owned, pool)")
+    src = "\n".join(lines) + "\n"
+    exec(compile(src, f"<kiln node {describe_node(plan.node)[:60]}>", "exec"), env)  # noqa: S102 - our own text
+    return env["execute"]
+
+
 def _profiled(plan, ins, outs, temps) -> None:
     for launch in plan.launches:
         t0 = time.perf_counter()
@@ -768,7 +826,7 @@ class LLVMBackend(Backend):
             plan.launches = [_Launch(llvm_kernels[name], args) for name, args in plan.launches]
             plan.out_kind = [2 if k in plan.host_outputs else (0 if fresh else 1)
                              for k, fresh in enumerate(plan.fresh)]
-            plan.execute = _exec_view if plan.lowered.view is not None else _exec_kernels
+            plan.execute = _exec_view if plan.lowered.view is not None else _kernel_executor(plan)
         profiling = debug_enabled("timing")
         compiled = LLVMCompiledGraph(fgraph, plans, len(init_values), init_values, input_slots, output_slots,
                                      [llvm_kernels[n] for n in names], host_nodes, profiling, warm)

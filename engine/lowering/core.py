@@ -266,16 +266,23 @@ def lower_matmul(node) -> Lowered:
 def lower_dimshuffle(node) -> Lowered:
     order = node.op.new_order
     kept = [a for a in order if a != "x"]
+    dropped = tuple(a for a in range(node.inputs[0].ndim) if a not in kept)
+    # planned once: a transpose (kept axes in output order, then the dropped ones), a reshape
+    # dropping those trailing size-1 axes, an index inserting the new ones (None): views all
+    perm = tuple(kept) + dropped
+    if perm == tuple(range(len(perm))):
+        perm = None
+    new_axes = tuple(None if a == "x" else slice(None) for a in order) if "x" in order else None
+    n_kept = len(kept)
 
     def view(arrays):
         x = arrays[0]
-        dropped = tuple(a for a in range(x.ndim) if a not in kept)
-        if any(x.shape[a] != 1 for a in dropped):
+        if dropped and any(x.shape[a] != 1 for a in dropped):
             raise shape_error(node, f"drops axes {dropped} of an input of shape {x.shape}, which are not 1")
-        y = np.squeeze(x, axis=dropped) if dropped else x
-        remaining = [a for a in range(x.ndim) if a not in dropped]
-        y = np.transpose(y, [remaining.index(a) for a in kept])
-        return y.reshape([1 if a == "x" else x.shape[a] for a in order])
+        y = x if perm is None else x.transpose(perm)
+        if dropped:
+            y = y.reshape(y.shape[:n_kept])
+        return y if new_axes is None else y[new_axes]
     return Lowered(view=view)
 
 

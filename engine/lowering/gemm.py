@@ -479,12 +479,20 @@ def _frozen(kernel):
 # ----------------------------------------------------------------------------- lowering
 
 def num_threads(_inputs=None):
-    """Threads the LLVM runtime runs parallel loops on (a ``HostScalar``)."""
-    try:
-        from backends.llvm.runtime import num_threads as n
-        return n()
-    except ImportError:  # pragma: no cover
-        return os.cpu_count() or 1
+    """Threads the LLVM runtime runs parallel loops on (a ``HostScalar``, read every launch:
+    the runtime's function is looked up once, not imported per call)."""
+    fn = _THREADS_OF_RUNTIME.get("fn")
+    if fn is None:
+        try:
+            from backends.llvm.runtime import num_threads as fn
+        except ImportError:  # pragma: no cover
+            def fn():
+                return os.cpu_count() or 1
+        _THREADS_OF_RUNTIME["fn"] = fn
+    return fn()
+
+
+_THREADS_OF_RUNTIME: dict = {}
 
 
 def _constant(value):

@@ -160,6 +160,21 @@ def test_samples_with_parameter_arrays_in_one_pass(shape):
                     np.testing.assert_array_equal(g, r)
 
 
+@pytest.mark.parametrize("shape,order", [((2, 3), (1, 0)), ((2, 3), ("x", 0, 1)), ((2, 1), (0,)),
+                                         ((1, 1), ()), ((), ("x", "x")), ((), ()), ((3, 1, 4), (2, "x", 0)),
+                                         ((1, 5), ("x", 1, "x")), ((4, 1, 1), (2, 0, 1))])
+def test_dimshuffle_views(shape, order):
+    """DimShuffle runs as a view planned at lowering (transpose, drop, insert): every order
+    gives numpy's values, shape and dtype (an array, also when every axis is dropped)."""
+    x = T.tensor("float32", tuple(1 if n == 1 else None for n in shape), "x")
+    f = engine.function([x], x.dimshuffle(*order) * 2.0, backend="llvm")
+    xv = np.arange(int(np.prod(shape)), dtype="float32").reshape(shape)
+    want = engine.function([x], x.dimshuffle(*order) * 2.0, backend="numpy")(xv)
+    got = f(xv)
+    assert isinstance(got, np.ndarray) and got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
 def test_kernel_sources_at_every_level():
     x = T.matrix("x")
     f = engine.function([x], T.tanh(x) + 1.0, backend="llvm")
