@@ -507,8 +507,12 @@ class GpuBackend(Backend):
 
     def lower_node(self, node):
         from backends.cuda.rules import gpu_lowering
+        from engine.lowering.nn import direct_formulation
         low = gpu_lowering(node, self.executor.target)
-        return low if low is not None else lower(node)
+        if low is not None:
+            return low
+        with direct_formulation():   # the CPU's GEMM formulations (per-thread packed panels) are not for GPUs
+            return lower(node)
 
     def compile(self, fgraph, options):
         target = self.executor.target

@@ -492,10 +492,8 @@ def _lc_out(node, xs, ws, stride):
 
 def lc_plan(kind, dtype, stride=(1, 1), node=None) -> Lowered:
     """kind "fwd": (x, w) -> out; "bwd_input": (gy, w, x_shape) -> gx; "bwd_weight":
-    (x, gy, w_shape) -> gw."""
-    build = {"fwd": C.lc_fwd, "bwd_input": C.lc_grad_input, "bwd_weight": C.lc_grad_weight}[kind]
-    k = build(dtype, stride)
-
+    (x, gy, w_shape) -> gw. float32/float64 run as batched GEMMs (``_lc_gemm``), other dtypes
+    and ``direct_formulation()`` as direct loop nests."""
     def out_shape(ins):
         if kind == "fwd":
             return [_lc_out(node, ins[0].shape, ins[1].shape, stride)]
@@ -504,7 +502,71 @@ def lc_plan(kind, dtype, stride=(1, 1), node=None) -> Lowered:
         _same(node, "the output gradient", ins[0 if kind == "bwd_input" else 1].shape,
               _lc_out(node, xs, ws, stride))
         return [shape]
+    from engine.kernel_ir import dtype_name
+    if not _DIRECT_ONLY.get() and dtype_name(dtype) in ("float32", "float64"):
+        return _lc_gemm(kind, dtype_name(dtype), tuple(stride), out_shape)
+    build = {"fwd": C.lc_fwd, "bwd_input": C.lc_grad_input, "bwd_weight": C.lc_grad_weight}[kind]
+    k = build(dtype, stride)
     return Lowered([k], [Step(k.name, (In(0), In(1), Out(0)))], out_shape)
+
+
+def _lc_gemm(kind, dtype, stride, out_shape) -> Lowered:
+    """A locally-connected layer as batched GEMMs over its P = OH*OW positions, each with its
+    own filters w[i, j] (F x K), K = C*KH*KW, on the patches (P, N, K) of the input
+    (``C.lc_patches_kernel``; the GEMM reads every operand through launch-time views):
+
+        fwd:        out[:, :, i, j]^T (F x N) = w[i, j] (F x K) @ patches[p]^T (K x N)
+        bwd_weight: gw[i, j] (F x K) = gy[:, :, i, j]^T (F x N) @ patches[p] (N x K)
+        bwd_input:  gp[p] (N x K) = gy[:, :, i, j] (N x F) @ w[i, j] (F x K), then col2im
+
+    The patches keep a window row contiguous, so building them and col2im stream through
+    memory (a (P, K, N) layout, read across images, made col2im 6x slower than the GEMMs).
+    A 64x3x32x32 input, 16 filters 5x5, forward and both gradients on 2 threads: 84 ms with
+    the direct loop nests, 13 ms so (patches 2 x 3.8, GEMMs 3 x 2.2, col2im 2.3 ms)."""
+    from engine.lowering import gemm as G
+    from engine.lowering.common import ArgView
+
+    def geometry(ins):   # (N, C, H, W), (OH, OW, F, C, KH, KW)
+        if kind == "fwd":
+            return ins[0].shape, ins[1].shape
+        if kind == "bwd_input":
+            return shape_arg(ins[2]), ins[1].shape
+        return ins[0].shape, shape_arg(ins[2])
+
+    def patches_shape(ins):
+        (n, c, _, _), (oh, ow, _, _, kh, kw) = geometry(ins)
+        return (oh * ow, n, c * kh * kw)
+
+    def by_position(w, ins):       # (OH, OW, F, C, KH, KW) -> (P, F, K)
+        oh, ow, f, c, kh, kw = w.shape
+        return w.reshape(oh * ow, f, c * kh * kw)
+
+    def gy_t(g, ins):              # (N, F, OH, OW) -> (P, F, N), strides only
+        n, f, oh, ow = g.shape
+        return g.reshape(n, f, oh * ow).transpose(2, 1, 0)
+
+    def gy_p(g, ins):              # (N, F, OH, OW) -> (P, N, F), strides only
+        n, f, oh, ow = g.shape
+        return g.reshape(n, f, oh * ow).transpose(2, 0, 1)
+
+    sizes = [HostScalar(lambda ins: geometry(ins)[1][4]), HostScalar(lambda ins: geometry(ins)[1][5]),
+             HostScalar(lambda ins: geometry(ins)[1][1])]
+    patches = C.lc_patches_kernel(dtype, stride)
+    gk, _ = G.gemm_step(dtype, In(0), In(1), Out(0), batch=(1, 1, 1))
+    if kind == "fwd":
+        _, gstep = G.gemm_step(dtype, ArgView(In(1), by_position),
+                               ArgView(Tmp(0), lambda t, ins: t.transpose(0, 2, 1)), ArgView(Out(0), gy_t),
+                               batch=(1, 1, 1))
+        steps = [Step(patches.name, (In(0), Tmp(0), *sizes)), gstep]
+        return Lowered([patches, gk], steps, out_shape, [(dtype, patches_shape)])
+    if kind == "bwd_weight":
+        _, gstep = G.gemm_step(dtype, ArgView(In(1), gy_t), Tmp(0), ArgView(Out(0), by_position), batch=(1, 1, 1))
+        steps = [Step(patches.name, (In(0), Tmp(0), *sizes)), gstep]
+        return Lowered([patches, gk], steps, out_shape, [(dtype, patches_shape)])
+    col2im = C.lc_col2im_kernel(dtype, stride)
+    _, gstep = G.gemm_step(dtype, ArgView(In(0), gy_p), ArgView(In(1), by_position), Tmp(0), batch=(1, 1, 1))
+    steps = [gstep, Step(col2im.name, (Tmp(0), Out(0), *sizes))]
+    return Lowered([gk, col2im], steps, out_shape, [(dtype, patches_shape)])
 
 
 # ----------------------------------------------------------------------------- pooling

@@ -502,3 +502,50 @@ def lc_grad_weight(dtype, stride=(1, 1), name=None):
             ir.Declare(i, fdiv(Var("ij"), ow)), ir.Declare(j, imod(Var("ij"), ow)), taps]
     loop = ir.Loop(t, 0, imul(imul(gw.dim(0), ow), nf), body, kind="parallel")
     return freeze(ir.Kernel(name or lc_name("bwd_weight", dtype, stride), (x, gy, gw), [loop]))
+
+
+# ----------------------------------------------------------------------------- locally connected by GEMM
+#
+# Per output position p = (i, j) a locally-connected layer is a GEMM with its own filters:
+# out[:, :, i, j]^T (F x N) = w[i, j] (F x K) @ patches[p]^T (K x N), K = C*KH*KW. The patches
+# of every position, (P, N, K) with k = (c*KH + u)*KW + v (a window row is a contiguous run
+# in x and in the patches), make the three products batched GEMMs over P
+# (engine/lowering/nn.py: _lc_gemm); col2im adds the input gradient's patches back.
+
+
+def lc_patches_kernel(dtype, stride=(1, 1), name=None):
+    """patches[p, n, (c*KH + u)*KW + v] = x[n, c, i*sh + u, j*sw + v], p = i*OW + j. Params
+    (x, patches, kh, kw, ow); parallel over positions."""
+    dtype = ir.dtype_name(dtype)
+    sh, sw = stride
+    x, pt = BufferParam("x", dtype, 4), BufferParam("patches", dtype, 3)
+    kh, kw, ow = ir.ScalarParam("kh", "int64"), ir.ScalarParam("kw", "int64"), ir.ScalarParam("ow", "int64")
+    p, ch, u, v, n, i, j = (Var(s) for s in ("p", "c", "u", "v", "n", "i", "j"))
+    row = ir.Loop(v, 0, kw, [pt.store((p, n, iadd(imul(iadd(imul(ch, kh), u), kw), v)),
+                                      x[n, ch, iadd(imul(i, sh), u), iadd(imul(j, sw), v)])])
+    taps = ir.Loop(n, 0, x.dim(0), [ir.Loop(ch, 0, x.dim(1), [ir.Loop(u, 0, kh, [row])])])
+    body = [ir.Declare(i, fdiv(p, ow)), ir.Declare(j, imod(p, ow)), taps]
+    loop = ir.Loop(p, 0, pt.dim(0), body, kind="parallel")
+    return freeze(ir.Kernel(name or f"lc_patches_s{pair(stride)}_{dt(dtype)}", (x, pt, kh, kw, ow), [loop]))
+
+
+def lc_col2im_kernel(dtype, stride=(1, 1), name=None):
+    """gx[n, c, i*sh + u, j*sw + v] = sum over the windows covering it of gp[p, n, (c*KH + u)*KW
+    + v]: per (n, c) plane (parallel) cleared, then every window added in order (overlaps
+    accumulate without races; a window row is a contiguous run of gp). Params (gp, gx, kh,
+    kw, ow)."""
+    dtype = ir.dtype_name(dtype)
+    sh, sw = stride
+    gp, gx = BufferParam("gp", dtype, 3), BufferParam("gx", dtype, 4)
+    kh, kw, ow = ir.ScalarParam("kh", "int64"), ir.ScalarParam("kw", "int64"), ir.ScalarParam("ow", "int64")
+    pl, n, ch, r, q, p, u, v, i, j = (Var(s) for s in ("pl", "n", "c", "r", "q", "p", "u", "v", "i", "j"))
+    zero = Const(0.0, dtype)
+    clear = ir.Loop(r, 0, gx.dim(2), [ir.Loop(q, 0, gx.dim(3), [gx.store((n, ch, r, q), zero)])])
+    row, col = iadd(imul(i, sh), u), iadd(imul(j, sw), v)
+    add = ir.Loop(p, 0, gp.dim(0), [
+        ir.Declare(i, fdiv(p, ow)), ir.Declare(j, imod(p, ow)),
+        ir.Loop(u, 0, kh, [ir.Loop(v, 0, kw, [gx.store(
+            (n, ch, row, col), gx[n, ch, row, col] + gp[p, n, iadd(imul(iadd(imul(ch, kh), u), kw), v)])])])])
+    body = [ir.Declare(n, fdiv(pl, gx.dim(1))), ir.Declare(ch, imod(pl, gx.dim(1))), clear, add]
+    loop = ir.Loop(pl, 0, imul(gx.dim(0), gx.dim(1)), body, kind="parallel")
+    return freeze(ir.Kernel(name or f"lc_col2im_s{pair(stride)}_{dt(dtype)}", (gp, gx, kh, kw, ow), [loop]))

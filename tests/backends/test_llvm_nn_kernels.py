@@ -23,6 +23,7 @@ from engine import kernel_ir as ir  # noqa: E402
 from engine.lower import In, Out, Tmp  # noqa: E402
 from engine.lowering import nn as L  # noqa: E402
 from engine.lowering import nn_conv, nn_pool  # noqa: E402
+from engine.lowering.common import ArgView  # noqa: E402
 
 DTYPES = ("float32", "float64")
 
@@ -34,18 +35,18 @@ def execute(low, inputs, out_dtypes=None, opt=0):
     out_dtypes = out_dtypes or [inputs[0].dtype] * len(shapes)
     outs = [_garbage(s, d) for s, d in zip(shapes, out_dtypes)]
     temps = [_garbage(fn(inputs), d) for d, fn in low.temps]
+    def arg(a):
+        if isinstance(a, In):
+            return inputs[a.index]
+        if isinstance(a, Out):
+            return outs[a.index]
+        if isinstance(a, Tmp):
+            return temps[a.index]
+        if isinstance(a, ArgView):
+            return a.fn(arg(a.arg), inputs)
+        return a.fn(inputs)   # a HostScalar
     for step in low.steps:
-        args = []
-        for a in step.args:
-            if isinstance(a, In):
-                args.append(inputs[a.index])
-            elif isinstance(a, Out):
-                args.append(outs[a.index])
-            elif isinstance(a, Tmp):
-                args.append(temps[a.index])
-            else:
-                args.append(a.fn(inputs))
-        prog[step.kernel](*args)
+        prog[step.kernel](*[arg(a) for a in step.args])
     return outs
 
 
