@@ -628,9 +628,15 @@ class LLVMCompiledGraph(PlannedGraph):
         self.pool = BufferPool()
         self._lock = threading.Lock()
         self.calls = 0
+        self.threads = rt.num_threads()
 
     def run(self, arrays: list) -> list:
         self.shape_check.check(arrays)
+        threads = rt.num_threads()
+        if threads != self.threads:   # temp shapes may depend on it (a conv's per-thread partials)
+            self.threads = threads
+            for plan in self.plans:
+                plan.shape_memo.clear()
         if not self._lock.acquire(blocking=False):  # another thread is running: a private pool
             return self._run(arrays, BufferPool())
         try:

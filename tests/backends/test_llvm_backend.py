@@ -304,3 +304,29 @@ def test_a_broadcastable_buffer_cannot_be_stored_to():
     k = ir.Kernel("bad_store", (b,), [ir.If(ir.unit_stride_test([b], [b]), [store], [])])
     with pytest.raises(render.RenderError, match="stored to"):
         render.render_module([k])
+
+
+def test_thread_count_changes_reach_per_thread_temporaries():
+    """A conv weight gradient sums one partial per thread (a temporary sized by the thread
+    count); its remembered temp shapes are dropped when set_num_threads changes the count, so
+    the new count is used, and the result stays the numpy backend's."""
+    import frontends.nn as nn
+    from backends.llvm import runtime as rt
+    X, G = T.tensor4("x"), T.tensor4("gy")
+    ws = (16, 3, 5, 5)
+    rng = np.random.default_rng(5)
+    x, gy = rng.standard_normal((8, 3, 20, 20)).astype("f4"), rng.standard_normal((8, 16, 16, 16)).astype("f4")
+    want = engine.function([X, G], nn.conv2d_grad_weight(X, G, ws), backend="numpy")(x, gy)
+    f = engine.function([X, G], nn.conv2d_grad_weight(X, G, ws), backend="llvm")
+    old = rt.num_threads()
+
+    def partials():
+        shapes = [t for p in f.compiled.plans for _, (_, temps) in p.shape_memo.items() for t in temps]
+        return {s[0] for s in shapes if len(s) == 3 and s[1] == 75}
+    try:
+        for n in (2, 1, 2):
+            rt.set_num_threads(n)
+            np.testing.assert_allclose(f(x, gy), want, rtol=2e-4, atol=2e-4)
+            assert partials() == {n}
+    finally:
+        rt.set_num_threads(old)
