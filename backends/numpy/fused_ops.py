@@ -74,6 +74,17 @@ def gemm_impl(op, a, b, *c):
     return _epilogue(op.epilogue, np.asarray(out, dtype))
 
 
+@implements(fused.GemmBernoulli)
+def gemm_bernoulli_impl(op, a, b, *rest):
+    from backends.numpy.core_ops import random_impl
+    from engine.ops.random import RandomVariable
+
+    *c, state = rest
+    p = gemm_impl(op.gemm, a, b, *c)
+    new_state, sample = random_impl(RandomVariable("binomial", op.dtype, 2), state, np.array(p.shape), p)
+    return p, new_state, sample
+
+
 @implements(fused.FusedConv)
 def fused_conv_impl(op, x, w, *bias):
     out = IMPLS[type(op.conv)](op.conv, x, w)

@@ -729,41 +729,76 @@ def _philox_rows_kernel(name: str, dist: str, raw_dtype: str, out_dtype: str, pa
     """Samples with their parameters in one pass over a (rows, cols) output (a 1-d sample is
     one row): parameters are 0-d or (rows, cols) buffers (broadcast views: any strides), so
     a layer's probabilities are read where they lie instead of a raw pass and a combining
-    pass. Sample f = r * cols + c is word f % 4 of block ``start + f // 4``, as everywhere.
-    With cols % 4 == 0 each block lies in one row: blocks loop over (row, column block), and
-    the CPU vectorizes the column blocks (strided parameter loads, interleaved stores);
-    otherwise a flat block loop finds each sample's row and column by division."""
+    pass (``sample_region`` says how)."""
     out = BufferParam("out", out_dtype, 2)
     pbufs = [BufferParam(f"p{k}", dt, 0 if nd == 0 else 2) for k, (dt, nd) in enumerate(params)]
     k0, k1, start = ScalarParam("k0", "uint32"), ScalarParam("k1", "uint32"), ScalarParam("start", "uint64")
     rows, cols = out.dim(0), out.dim(1)
-    r, cb, blk = Var("r"), Var("cb"), Var("blk")
-
-    def samples(em: Emitter, block, at, guard=None):
-        """Statements storing the block's four samples at ``at(w)`` = (row, col) of word w."""
-        words = philox_words(em, start + Cast(block, "uint64"), k0, k1)
-        values = _distribution_values(em, dist, words, raw_dtype)
-        scalars = [em.local(p[()], "p") if p.ndim == 0 else None for p in pbufs]
-        stmts = list(em.stmts)
-        for w, v in enumerate(values):
-            pos = at(w)
-            ps = [sc if sc is not None else p[pos] for sc, p in zip(scalars, pbufs)]
-            st = out.store(pos, _apply_params(dist, v, ps, out_dtype))
-            stmts.append(If(guard(w), st) if guard else st)
-        return stmts
-
     c4 = Var("c4")
-    by_rows = Loop(r, 0, rows, Loop(cb, 0, c4, samples(
-        Emitter("m"), r * c4 + cb, lambda w: (r, cb * 4 + w)), kind="parallel"), kind="parallel")
-    n = rows * cols
-    flat_pos = [Var(f"f{w}") for w in range(4)]
-    by_blocks = Loop(blk, 0, (n + 3) // 4, [
-        *(Declare(flat_pos[w], blk * 4 + w) for w in range(4)),
-        *samples(Emitter("g"), blk, lambda w: (flat_pos[w] // cols, flat_pos[w] % cols),
-                 guard=lambda w: ir.lt(flat_pos[w], n)),
-    ], kind="parallel")
-    body = (Declare(c4, cols // 4), If(ir.eq(cols % 4, Const(0)), by_rows, by_blocks))
+    body = (Declare(c4, cols // 4),
+            If(ir.eq(cols % 4, Const(0)),
+               sample_region(dist, raw_dtype, out, pbufs, (k0, k1, start), (Const(0), rows), (Const(0), c4),
+                             "parallel"),
+               sample_blocks(dist, raw_dtype, out, pbufs, (k0, k1, start))))
     return ir.Kernel(name, (out, *pbufs, k0, k1, start), body)
+
+
+def _samples(em: Emitter, dist: str, raw_dtype: str, out, pbufs: list, key: tuple, block, at, guard=None) -> list:
+    """Statements storing counter block ``block``'s four samples at ``at(w)`` = (row, col) of
+    word w, each with its parameters (0-d, or read at the same position)."""
+    k0, k1, start = key
+    words = philox_words(em, start + Cast(block, "uint64"), k0, k1)
+    values = _distribution_values(em, dist, words, raw_dtype)
+    scalars = [em.local(p[()], "p") if p.ndim == 0 else None for p in pbufs]
+    stmts = list(em.stmts)
+    for w, v in enumerate(values):
+        pos = at(w)
+        ps = [sc if sc is not None else p[pos] for sc, p in zip(scalars, pbufs)]
+        st = out.store(pos, _apply_params(dist, v, ps, out.dtype))
+        stmts.append(If(guard(w), st) if guard else st)
+    return stmts
+
+
+def sample_region(dist: str, raw_dtype: str, out, pbufs: list, key: tuple, rows: tuple, col_blocks: tuple,
+                  kind: str = "serial", prefix: str = "m") -> ir.Loop:
+    """The samples of rows [rows) x columns [4 * col_blocks) of a (R, C) output with C % 4 ==
+    0 (sample f = r * C + c is word f % 4 of block ``start + f // 4``, as everywhere; each
+    block lies in one row). The column-block loop vectorizes on the CPU (strided parameter
+    loads, interleaved stores). ``key`` = (k0, k1, start)."""
+    r, cb = Var(f"{prefix}_r"), Var(f"{prefix}_cb")
+    c4 = out.dim(1) // 4
+    inner = Loop(cb, col_blocks[0], col_blocks[1], _samples(
+        Emitter(prefix), dist, raw_dtype, out, pbufs, key, r * c4 + cb, lambda w: (r, cb * 4 + w)), kind=kind)
+    return Loop(r, rows[0], rows[1], inner, kind=kind)
+
+
+def sample_blocks(dist: str, raw_dtype: str, out, pbufs: list, key: tuple, prefix: str = "g") -> ir.Loop:
+    """All samples of a (R, C) output, any C: a parallel loop over counter blocks finding each
+    sample's row and column by division (blocks may span rows)."""
+    cols = out.dim(1)
+    n = out.dim(0) * cols
+    blk = Var(f"{prefix}_blk")
+    flat = [Var(f"{prefix}_f{w}") for w in range(4)]
+    return Loop(blk, 0, (n + 3) // 4, [
+        *(Declare(flat[w], blk * 4 + w) for w in range(4)),
+        *_samples(Emitter(prefix), dist, raw_dtype, out, pbufs, key, blk, lambda w: (flat[w] // cols, flat[w] % cols),
+                  guard=lambda w: ir.lt(flat[w], n)),
+    ], kind="parallel")
+
+
+def philox_key_scalars(state_input: int) -> tuple:
+    """HostScalars (k0, k1, start) of a random state (an int64 vector: key words, counter)
+    read from node input ``state_input``."""
+    return (HostScalar(lambda a: int(a[state_input][0]) & 0xFFFFFFFF, "uint32"),
+            HostScalar(lambda a: int(a[state_input][1]) & 0xFFFFFFFF, "uint32"),
+            HostScalar(lambda a: int(a[state_input][2]) % 2 ** 64, "uint64"))
+
+
+def advanced_state(state, n_samples: int):
+    """The random state after drawing n samples (blocks of 4 per counter step)."""
+    new = state.copy()
+    new[2] = (int(new[2]) + (n_samples + 3) // 4) % 2 ** 63
+    return new
 
 
 def _rows_view(shape_of):
@@ -806,15 +841,9 @@ def lower_random(node) -> Lowered:
         return [arrays[0].shape, sample_shape(arrays)]
 
     def new_state(arrays):
-        state = arrays[0].copy()
-        n = math.prod(sample_shape(arrays))
-        state[2] = (int(state[2]) + (n + 3) // 4) % 2 ** 63
-        return state
+        return advanced_state(arrays[0], math.prod(sample_shape(arrays)))
 
-    scalars = (HostScalar(lambda a: int(a[0][0]) & 0xFFFFFFFF, "uint32"),
-               HostScalar(lambda a: int(a[0][1]) & 0xFFFFFFFF, "uint32"),
-               HostScalar(lambda a: int(a[0][2]) % 2 ** 64, "uint64"),
-               HostScalar(lambda a: math.prod(sample_shape(a)), "int64"))
+    scalars = philox_key_scalars(0) + (HostScalar(lambda a: math.prod(sample_shape(a)), "int64"),)
     flat_out = ArgView(Out(1), flat)
     if all(p.ndim == 0 for p in params):
         name = kernel_name("philox", _name_of(dist), tag(dtype), "p" + "".join(tag(p.dtype) for p in params))

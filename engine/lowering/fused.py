@@ -127,3 +127,56 @@ def lower_gemm(node) -> Lowered:
         return [(m_, n_)]
     args = (In(0), In(1)) + ((In(2),) if C is not None else ()) + (Out(0),)
     return fast_gemm(node, output_shapes) or Lowered([kernel], [Step(name, args)], output_shapes)
+
+
+@lowering(fused.GemmBernoulli)
+def lower_gemm_bernoulli(node) -> Lowered:
+    """The product p (as ``Gemm``'s rule lowers it) and Bernoulli(p) samples of it. On the CPU's
+    GEMM the samples are drawn inside its kernel, each thread unit sampling the tiles it has
+    just stored (``gemm.gemm_bernoulli_kernel``); otherwise (``KILN_GEMM=loops``, the direct
+    formulations a GPU asks for) ``with_bernoulli_pass`` adds a sampling kernel reading p."""
+    from engine.lowering import gemm as G
+    from engine.lowering.nn import _DIRECT_ONLY
+
+    op, g = node.op, node.op.gemm
+    *operands, _ = node.inputs
+    product = g.make_node(*operands)
+    base = lower_gemm(product)
+    dt = node.outputs[0].dtype
+    if not base.steps or not base.steps[0].kernel.startswith("gemm_f") or _DIRECT_ONLY.get() \
+            or (g.trans_b and not g.trans_a):
+        return with_bernoulli_pass(node, base)
+    c = operands[2] if len(operands) > 2 else None
+    low = G.lower_gemm(dt, g.epilogue, c_ndim=c.ndim if c is not None else None, alpha=g.alpha, beta=g.beta,
+                       trans_a=g.trans_a, trans_b=g.trans_b, sample=(op.dtype, len(operands)))
+    return _with_state(node, Lowered(low.kernels, low.steps, base.output_shapes, list(low.temps)))
+
+
+def with_bernoulli_pass(node, product: Lowered) -> Lowered:
+    """A GemmBernoulli node from a Lowered of its product (output 0): a one-pass sampling
+    kernel (``core._philox_rows_kernel``) reading p after the product's steps."""
+    from engine.lowering.core import _philox_rows_kernel, philox_key_scalars
+
+    p_dt, s_dt = node.outputs[0].dtype, node.op.dtype
+    name = kernel_name("philox", "binomial", tag(s_dt), "rows", "p" + tag(p_dt) + "a")
+    k = _philox_rows_kernel(name, "binomial", "float32", s_dt, [(p_dt, 2)])
+    steps = list(product.steps) + [Step(name, (Out(2), Out(0), *philox_key_scalars(len(node.inputs) - 1)))]
+    return _with_state(node, Lowered(list(product.kernels) + [k], steps, product.output_shapes, list(product.temps)))
+
+
+def _with_state(node, low: Lowered) -> Lowered:
+    """The node's three outputs: p and the samples of the product's shape, the new state."""
+    from engine.lowering.common import HostLowered
+    from engine.lowering.core import advanced_state
+
+    s_in = len(node.inputs) - 1
+    inner = low.output_shapes
+
+    def output_shapes(arrays):
+        (shape,) = inner(arrays)
+        return [shape, tuple(arrays[s_in].shape), shape]
+
+    def new_state(arrays):
+        (shape,) = inner(arrays)
+        return advanced_state(arrays[s_in], math.prod(shape))
+    return HostLowered(low.kernels, low.steps, output_shapes, low.temps, host_outputs={1: new_state})

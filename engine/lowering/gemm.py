@@ -25,6 +25,10 @@ Algorithm (Goto / BLIS, loop order jc -> pc -> ic -> ir -> jr)::
               block, + out on later ones, the activation on the last; full tiles in
               constant-trip vector loops, edge tiles masked (vector, then scalar columns).
 
+Bernoulli samples of the result (an RBM's hidden units, ``GemmBernoulli``): each thread unit
+draws those of its rows x columns right after its last tiles are stored, while they are in its
+cache (``gemm_bernoulli_kernel``).
+
 A thread unit of at most ``DIRECT_B_ROWS`` rows (a batch of 20..32) uses each B panel at most
 4 times: it reads whole panels in place (vector loads of op(b), in a k loop that the renderer
 versions on b's unit stride) and packs only the edge panel; with <= 24 rows it runs jr outside
@@ -223,6 +227,41 @@ def runtime_act(epilogue, batch=(0, 0, 0)):
 
 def _cdiv(x, y):
     return (x + (y - 1)) // y
+
+
+def sample_kernel_name(cfg, epilogue=(), has_bias=False, act_param=False, sample="float32"):
+    """The 2-d kernel that also draws Bernoulli samples (``gemm_bernoulli_kernel``)."""
+    return kernel_name(cfg, epilogue, has_bias, (0, 0, 0), act_param) + "_bernoulli_" + (
+        "f32" if sample == "float32" else ir.dtype_name(sample))
+
+
+def gemm_bernoulli_kernel(cfg, epilogue=(), has_bias=False, act_param=False, sample="float32"):
+    """The 2-d kernel (see ``gemm_kernel``) with four more parameters ``(smp, k0, k1, start)``:
+    ``smp`` (M, N) of dtype ``sample`` gets Bernoulli(out) samples, sample f = r * N + c being
+    word f % 4 of Philox block ``start + f // 4`` with key (k0, k1), exactly as a
+    ``RandomVariable`` draws them. Each thread unit samples its own rows x columns right after
+    its last tile store, while they are in its cache (its columns start at a whole vector, so
+    with N % 4 == 0 no counter block straddles two units); with N % 4 != 0 the samples are
+    drawn after the units, by counter blocks. The sample loops are left to the CPU schedule
+    (vectorized over column blocks: strided loads of out, interleaved stores)."""
+    from engine.lowering.core import sample_blocks, sample_region
+
+    base = gemm_kernel(cfg, epilogue, has_bias, (0, 0, 0), None, act_param)
+    smp = BufferParam("smp", ir.dtype_name(sample), 2)
+    key = (ScalarParam("k0", "uint32"), ScalarParam("k1", "uint32"), ScalarParam("start", "uint64"))
+    out = next(p for p in base.params if p.name == "out")
+    V = Var
+    aligned = ir.eq(V("N") % 4, Const(0))
+    per_unit = If(aligned, sample_region("binomial", "float32", smp, [out], key, (V("m0"), V("m1")),
+                                         (V("n0") // 4, V("n1") // 4), prefix="su"))
+
+    def add_to_unit(n):
+        if isinstance(n, ir.Loop) and n.var.name == "u" and n.kind == "parallel":
+            return ir.Loop(n.var, n.start, n.stop, tuple(n.body) + (per_unit,), n.kind, n.step)
+        return n
+    body = ir.map_nodes(base.body, add_to_unit) + (
+        If(ir.logical_not(aligned), sample_blocks("binomial", "float32", smp, [out], key, prefix="sb")),)
+    return Kernel(sample_kernel_name(cfg, epilogue, has_bias, act_param, sample), base.params + (smp, *key), body)
 
 
 def gemm_kernel(cfg, epilogue=(), has_bias=False, batch=(0, 0, 0), name=None, act_param=False):
@@ -509,20 +548,28 @@ def _transposed(array, inputs=None):
 
 
 def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, beta=None,
-               trans_a=False, trans_b=False, batch=(0, 0, 0), cfg=None):
+               trans_a=False, trans_b=False, batch=(0, 0, 0), cfg=None, sample=None):
     """``Lowered`` for ``act(alpha * op(a) @ op(b) [+ beta * c] [+ bias])``: the node's inputs
     are ``(a, b[, c][, bias])``, its one output ``out``. ``beta`` defaults to 1 with a c.
     Batched products (``batch`` = batch ndims of a, b, out) broadcast the batch dims.
 
     The kernel depends only on (dtype, tiles, batch ranks, bias, epilogue): transposes are
     views bound at launch (``ArgView``), c is bound as a broadcast (M, N) view (or, absent,
-    out itself, never read: ``use_c`` is false), alpha and beta are run-time scalars."""
+    out itself, never read: ``use_c`` is false), alpha and beta are run-time scalars.
+
+    ``sample`` = (sample dtype, random state input index): the kernel also draws Bernoulli(out)
+    samples into output 2 (``gemm_bernoulli_kernel``; 2-d, never run transposed)."""
     cfg = cfg or choose_config(dtype)
     epilogue = epilogue_ops(epilogue)
     if batch[2] and c_ndim is not None:
         raise LoweringError(f"gemm: c needs a 2-d output, got batch dims {batch}")
     act = runtime_act(epilogue, batch)
-    k = gemm_kernel(cfg, () if act is not None else epilogue, has_bias, batch, act_param=act is not None)
+    if sample is not None:
+        if any(batch) or (trans_b and not trans_a):
+            raise LoweringError("gemm: Bernoulli samples need a 2-d product that never runs transposed")
+        k = gemm_bernoulli_kernel(cfg, () if act is not None else epilogue, has_bias, act is not None, sample[0])
+    else:
+        k = gemm_kernel(cfg, () if act is not None else epilogue, has_bias, batch, act_param=act is not None)
     beta = (1.0 if c_ndim is not None else 0.0) if beta is None else beta
     np_dt = np.dtype(cfg.dtype).type
 
@@ -553,6 +600,9 @@ def lower_gemm(dtype, epilogue=None, has_bias=False, *, c_ndim=None, alpha=1.0, 
     if act is not None:
         args.append(HostScalar(_constant(np.int32(act)), "int32"))
     args.append(HostScalar(num_threads, "int64"))
+    if sample is not None:
+        from engine.lowering.core import philox_key_scalars
+        args += [Out(2), *philox_key_scalars(sample[1])]
     return Lowered(kernels=[k], steps=[Step(k.name, tuple(args))], output_shapes=output_shapes)
 
 

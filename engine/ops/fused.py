@@ -1,6 +1,6 @@
 """Ops only the optimizer creates (after ``grad``, so they need no vjp): a fused elementwise
-expression, an elementwise expression feeding a reduction, gemm with an epilogue, and
-convolution / pooling with an epilogue / prologue.
+expression, an elementwise expression feeding a reduction, gemm with an epilogue, gemm with
+Bernoulli samples of its result, and convolution / pooling with an epilogue / prologue.
 
 A fused expression is a tuple of instructions in SSA order, each ``(scalar_op, dtype, args)``:
 ``scalar_op`` is a name of ``engine.ops.elemwise.SCALAR_OPS`` ("cast" converts to ``dtype``),
@@ -163,6 +163,27 @@ class Gemm(Op):
                 raise KilnShapeError(f"{self}: c {c[0].type} does not broadcast to the product {shape}")
             shape = tuple(s if s is not None else (f if f != 1 else None) for s, f in zip(shape, full))
         return Apply(self, [a, b, *c], [TensorType(a.dtype, shape)])
+
+
+class GemmBernoulli(Op):
+    """A ``Gemm`` (``gemm``) whose result p also gives Bernoulli(p) samples: inputs ``(a, b[,
+    c], state)``, outputs ``(p, new_state, sample)``, exactly ``p = gemm(a, b[, c])`` and
+    ``RandomVariable("binomial", dtype, 2)(state, shape(p), p)`` (an RBM's hidden units: the
+    samples are drawn in the GEMM's kernel, on the product it just stored)."""
+
+    props = ("gemm", "dtype")
+    n_outputs = 3
+
+    def __init__(self, gemm: Gemm, dtype: str) -> None:
+        self.gemm = gemm
+        self.dtype = dtype
+
+    def make_node(self, a: Variable, b: Variable, *rest: Variable) -> Apply:
+        if not rest:
+            raise KilnValueError(f"{self}: needs the random state after the gemm's operands")
+        *c, state = rest
+        p = self.gemm.make_node(a, b, *c).outputs[0].type
+        return Apply(self, [a, b, *c, state], [p, state.type, TensorType(self.dtype, p.shape)])
 
 
 class FusedConv(Op):

@@ -29,13 +29,14 @@ def _passes() -> list[tuple[str, object, str]]:
     from engine.rewrite.canonicalize import canonicalize
     from engine.rewrite.collapse import collapse
     from engine.rewrite.fuse import fuse_elementwise, fuse_multi_output
-    from engine.rewrite.specialize import specialize
+    from engine.rewrite.specialize import gemm_bernoulli, specialize
     from engine.rewrite.stabilize import stabilize
 
     return [
         ("canonicalize", canonicalize, "all"),
         ("stabilize", canonicalize + stabilize(), "all"),
         ("specialize", canonicalize + specialize(), "fuse"),
+        ("gemm_bernoulli", gemm_bernoulli, "fuse"),
         ("fuse", fuse_elementwise(), "fuse"),
         ("fuse_multi_output", fuse_multi_output, "fuse"),
         ("collapse", collapse(), "fuse"),

@@ -202,9 +202,12 @@ def _infer(v: Variable, cache: dict) -> tuple:
     if name == "MatMul":
         a, b = _shape(ins[0], cache), _shape(ins[1], cache)
         return broadcast(a[:-2], b[:-2]) + (a[-2], b[-1])
-    if name == "Gemm":
+    if name == "Gemm" or (name == "GemmBernoulli" and v.index != 1):
         a, b = _shape(ins[0], cache), _shape(ins[1], cache)
-        return (a[1] if op.trans_a else a[0], b[0] if op.trans_b else b[1])
+        gemm = op if name == "Gemm" else op.gemm
+        return (a[1] if gemm.trans_a else a[0], b[0] if gemm.trans_b else b[1])
+    if name == "GemmBernoulli":
+        return _shape(ins[-1], cache)
     if name == "Reshape":
         sizes = iter(ins[1:])
         out = []

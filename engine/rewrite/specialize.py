@@ -1,7 +1,8 @@
 """specialize (code generators only): 2-d MatMul -> ``Gemm`` absorbing transposes, scale, bias
 (``alpha * a @ b + beta * c``: also the SGD update ``W - lr * dot(x.T, g)``) and an activation
 epilogue; ``Conv2d`` + bias + activation -> ``FusedConv``; pooling of an activation ->
-``FusedPool``. Every rewrite keeps the numpy result bit-identical except the transposed-gemm one
+``FusedPool``; then (the ``gemm_bernoulli`` pass) Bernoulli samples of a Gemm's result ->
+``GemmBernoulli``. Every rewrite keeps the numpy result bit-identical except the transposed-gemm one
 (a product computed as (b.T a.T).T), which only reorders the sum."""
 
 from __future__ import annotations
@@ -249,3 +250,56 @@ def specialize() -> PatternMatcher:
         Rule("gemm_epilogue", Pat(Elemwise, [gemm]), _gemm_epilogue),
         *_conv_rules(),
     ])
+
+
+def gemm_bernoulli(outputs: list, ctx) -> list:
+    """A whole-graph pass after ``specialize``: ``binomial(size=p.shape, p=p)`` of a 2-d
+    ``Gemm`` result p (an RBM's hidden units) becomes one ``GemmBernoulli`` node giving p, the
+    new random state and the samples, drawn in the GEMM's kernel from the product it stored.
+    The state must be a graph input (a stream's shared state), and the product one the CPU
+    kernel never computes transposed (``a @ b.T`` with few rows is: its samples would be
+    scattered). A graph rebuild, not a rule: p's other consumers must read the fused node."""
+    from engine.graph import toposort
+    from engine.ops.fused import GemmBernoulli
+    from engine.ops.random import RandomVariable
+    from engine.ops.shape import Shape
+
+    nodes = toposort(outputs)
+    pairs: dict[int, object] = {}   # id(gemm node) -> its random variable node
+    for node in nodes:
+        if not isinstance(node.op, RandomVariable) or node.op.distribution != "binomial" or node.op.ndim != 2:
+            continue
+        state, size, p = node.inputs
+        g = p.owner
+        if g is None or type(g.op) is not Gemm or p.dtype not in ("float32", "float64") or state.owner is not None \
+                or size.owner is None or not isinstance(size.owner.op, Shape) or size.owner.inputs[0] is not p \
+                or (g.op.trans_b and not g.op.trans_a) or id(g) in pairs:
+            continue
+        pairs[id(g)] = node
+    if not pairs:
+        return outputs
+    fused_rvs = {id(rv) for rv in pairs.values()}
+    memo: dict[int, Variable] = {}
+
+    def get(v: Variable) -> Variable:
+        return memo.get(id(v), v)
+
+    for node in nodes:
+        if id(node) in fused_rvs:
+            continue
+        rv = pairs.get(id(node))
+        if rv is not None:
+            new = GemmBernoulli(node.op, rv.op.dtype).make_node(*[get(i) for i in node.inputs], rv.inputs[0])
+            new.site = node.site
+            for old, out in zip((node.outputs[0], *rv.outputs), new.outputs):
+                out.site = old.site
+                memo[id(old)] = out
+            continue
+        inputs = [get(i) for i in node.inputs]
+        if any(a is not b for a, b in zip(inputs, node.inputs)):
+            new = node.op.make_node(*inputs)
+            new.site = node.site
+            for o, n in zip(node.outputs, new.outputs):
+                n.site = o.site
+                memo[id(o)] = n
+    return [get(o) for o in outputs]

@@ -330,3 +330,53 @@ def test_thread_count_changes_reach_per_thread_temporaries():
             assert partials() == {n}
     finally:
         rt.set_num_threads(old)
+
+
+def _hidden_sample_graph(k, n, trans=False, size_of_p=True, dtype="float32"):
+    """sigmoid(x @ W + b) and binomial samples of it (an RBM's hidden units; W, b of static
+    shapes, as shared weights are, so that the bias joins the product)."""
+    srng = engine.RandomStreams(seed=21)
+    x = T.tensor(dtype, (None, k), "x")
+    W, b = T.tensor(dtype, (n, k) if trans else (k, n), "W"), T.tensor(dtype, (n,), "b")
+    p = T.sigmoid(T.dot(x, W.T if trans else W) + b)
+    size = p.shape if size_of_p else (x.shape[0], W.shape[0] if trans else W.shape[1])
+    return [x, W, b], [p, srng.binomial(size=size, p=p, dtype=dtype)]
+
+
+@pytest.mark.parametrize("m,n", [(20, 500), (7, 30), (130, 64), (3, 10)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gemm_draws_bernoulli_samples_of_its_product(m, n, dtype):
+    """binomial(size=p.shape, p=sigmoid(x @ W + b)) runs as one GEMM kernel that samples the
+    tiles it stored (row and column thread units; n % 4 != 0: after the units): p and every
+    sample equal the numpy backend's, call after call (the stream advances)."""
+    rng = np.random.default_rng(m * n)
+    xs = [rng.standard_normal((m, 40)).astype(dtype), rng.standard_normal((40, n)).astype(dtype),
+          rng.standard_normal(n).astype(dtype)]
+    fs = {bk: engine.function(*_hidden_sample_graph(40, n, dtype=dtype), backend=bk) for bk in ("numpy", "llvm")}
+    names = [k.name for k in fs["llvm"].kernels]
+    assert any("bernoulli" in k for k in names) and not any(k.startswith("philox") for k in names), names
+    for _ in range(3):
+        (p_ref, s_ref), (p, s) = fs["numpy"](*xs), fs["llvm"](*xs)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+        # a sample differs only where p itself differs in its last bits across the threshold
+        close = np.abs(p - p_ref) > 0
+        np.testing.assert_array_equal(s[~close], s_ref[~close])
+        assert s.dtype == np.dtype(dtype) and set(np.unique(s)) <= {0, 1}
+
+
+def test_samples_outside_the_gemm_when_it_cannot_draw_them(monkeypatch):
+    """A product the CPU kernel runs transposed (x @ W.T with few rows), a size that is not p's
+    shape, and KILN_GEMM=loops: sampled by the one-pass kernel, the same samples."""
+    rng = np.random.default_rng(9)
+    xs = [rng.standard_normal((6, 12)).astype("f4"), rng.standard_normal((32, 12)).astype("f4"),
+          rng.standard_normal(32).astype("f4")]
+    for kw, env in (({"trans": True}, None), ({"size_of_p": False}, None), ({}, "loops")):
+        if env:
+            monkeypatch.setenv("KILN_GEMM", env)
+        ws = [xs[0], xs[1] if kw.get("trans") else np.ascontiguousarray(xs[1].T), xs[2]]
+        ref = engine.function(*_hidden_sample_graph(12, 32, **kw), backend="numpy")(*ws)
+        f = engine.function(*_hidden_sample_graph(12, 32, **kw), backend="llvm")
+        got = f(*ws)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[1], ref[1])
+        assert not any("bernoulli" in k.name for k in f.kernels), (kw, env)

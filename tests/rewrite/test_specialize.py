@@ -94,3 +94,30 @@ def test_numpy_backend_does_not_specialize():
     x, W = T.matrix("x"), T.matrix("W")
     f = engine.function([x, W], T.tanh(T.dot(x, W)), backend="numpy")
     assert [type(n.op).__name__ for n in engine.graph.toposort(f.fgraph.outputs)] == ["MatMul", "Elemwise"]
+
+
+def test_binomial_of_a_gemm_product_is_one_gemm_bernoulli_node():
+    """binomial(size=p.shape, p=sigmoid(x @ W + b)): one GemmBernoulli node gives p, the new
+    state and the samples (the same values on numpy); not for a product the CPU kernel runs
+    transposed (x @ W.T), a size that is not p's shape, or another distribution."""
+    from engine.graph import toposort
+    from engine.ops.fused import GemmBernoulli
+
+    x, W, Wt, b = mat("x", None, 3), mat("W", 3, 8), mat("Wt", 8, 3), mat("b", 8)
+
+    def sampled(prod, size=None, dist="binomial"):
+        srng = engine.RandomStreams(seed=4)
+        p = T.sigmoid(prod + b)
+        size = p.shape if size is None else size
+        s = srng.binomial(size=size, p=p) if dist == "binomial" else srng.normal(size=size, avg=p)
+        return p, s
+    SPEC_B = SPEC + ["gemm_bernoulli"]
+    p, s = sampled(T.dot(x, W))
+    outs = rewrite([p, s], fuse=True, only=SPEC_B)
+    assert isinstance(outs[1].owner.op, GemmBernoulli) and outs[0].owner is outs[1].owner
+    assert outs[0].owner.op.gemm.epilogue == ("sigmoid",)
+    check([x, W, b], [p, s], [arr(5, 3), arr(3, 8), arr(8)], fuse=True, only=SPEC_B, rtol=0, atol=0)
+    for p, s in (sampled(T.dot(x, Wt.T)), sampled(T.dot(x, W), size=(x.shape[0], 8)),
+                 sampled(T.dot(x, W), dist="normal")):
+        outs = rewrite([p, s], fuse=True, only=SPEC_B)
+        assert not any(isinstance(n.op, GemmBernoulli) for n in toposort(outs))
