@@ -247,15 +247,17 @@ def _check_requirements(requirements: list[tuple], arrays: list) -> None:
 def _fresh(values: list, owned: list) -> list:
     """Copies of results that alias memory the caller or Kiln owns, so callers own outputs."""
     result = []
+    taken = {id(o) for o in owned}
     for value in values:
-        value = np.asarray(value)
+        if type(value) is not np.ndarray:
+            value = np.asarray(value)
         # also copy read-only results (a constant's frozen array) so the caller can write to them.
         # An array that owns its memory can only alias another by being that very object (a
         # view owns nothing, and views are always copied: they may look into Kiln's buffers)
         flags = value.flags
-        if not flags.owndata or not flags.writeable or any(value is o for o in owned) \
-                or any(value is o for o in result):
+        if not flags.owndata or not flags.writeable or id(value) in taken:
             value = value.copy()
+        taken.add(id(value))
         result.append(value)
     return result
 

@@ -45,7 +45,7 @@ from engine import function_cache
 from engine import kernel_ir as ir
 from engine.debug import debug_enabled, debug_log
 from engine.errors import KilnError, KilnShapeError, describe_node
-from engine.graph import toposort
+from engine.graph import Constant, toposort
 from engine.kernel_ir import Var
 from engine.loopopt import guard_unit_strides, vectorize
 from engine.lower import HostScalar, In, LoweringError, Out, Tmp, has_lowering, lower
@@ -427,9 +427,10 @@ class _NodePlan:
         self.host_outputs: dict = {}
         self.out_kind: list = []   # per output: 0 fresh array, 1 pooled buffer, 2 computed on the host
         self.execute = None
-        #: inputs whose values (not only shapes) may decide the output shapes: 0-d or integer
+        #: inputs whose values (not only shapes) may decide the output shapes: 0-d or integer,
+        #: constants excepted (a constant's value never changes: ``x + 1.0`` keys on shapes only)
         self.value_inputs = tuple(k for k, v in enumerate(node.inputs)
-                                  if v.ndim == 0 or np.dtype(v.dtype).kind in "biu")
+                                  if (v.ndim == 0 or np.dtype(v.dtype).kind in "biu") and not isinstance(v, Constant))
         #: _shape_key(ins) -> (output shapes, temp shapes): output_shapes and the temps' shape
         #: functions read only shapes and small values, so a repeated signature skips them
         self.shape_memo: dict = {}
