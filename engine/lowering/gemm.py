@@ -232,9 +232,10 @@ def _cdiv(x, y):
 def sample_kernel_name(cfg, epilogue=(), has_bias=False, act_param=False, sample="float32"):
     """The 2-d kernel that also draws Bernoulli samples (``gemm_bernoulli_kernel``)."""
     return kernel_name(cfg, epilogue, has_bias, (0, 0, 0), act_param) + "_bernoulli_" + (
-        "f32" if sample == "float32" else ir.dtype_name(sample))
+        {"float32": "f32", "float64": "f64"}.get(sample, sample))
 
 
+@functools.lru_cache(maxsize=16)
 def gemm_bernoulli_kernel(cfg, epilogue=(), has_bias=False, act_param=False, sample="float32"):
     """The 2-d kernel (see ``gemm_kernel``) with four more parameters ``(smp, k0, k1, start)``:
     ``smp`` (M, N) of dtype ``sample`` gets Bernoulli(out) samples, sample f = r * N + c being
@@ -250,7 +251,7 @@ def gemm_bernoulli_kernel(cfg, epilogue=(), has_bias=False, act_param=False, sam
     smp = BufferParam("smp", ir.dtype_name(sample), 2)
     key = (ScalarParam("k0", "uint32"), ScalarParam("k1", "uint32"), ScalarParam("start", "uint64"))
     out = next(p for p in base.params if p.name == "out")
-    V = Var
+    V = Var   # the names _gemm_kernel declares: N, and a unit's rows [m0, m1) x columns [n0, n1)
     aligned = ir.eq(V("N") % 4, Const(0))
     per_unit = If(aligned, sample_region("binomial", "float32", smp, [out], key, (V("m0"), V("m1")),
                                          (V("n0") // 4, V("n1") // 4), prefix="su"))
