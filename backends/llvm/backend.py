@@ -409,8 +409,8 @@ def _source(a):
 
 class _NodePlan:
     __slots__ = ("node", "in_slots", "out_slots", "lowered", "launches", "fresh", "dtypes", "release",
-                 "host", "temp_specs", "host_outputs", "out_kind", "execute", "value_inputs", "shape_memo",
-                 "temp_dtypes")
+                 "host", "temp_specs", "host_outputs", "out_kind", "execute", "run_kernels", "value_inputs",
+                 "shape_memo", "temp_dtypes")
 
     def __init__(self, node, in_slots, out_slots) -> None:
         self.node = node
@@ -427,6 +427,7 @@ class _NodePlan:
         self.host_outputs: dict = {}
         self.out_kind: list = []   # per output: 0 fresh array, 1 pooled buffer, 2 computed on the host
         self.execute = None
+        self.run_kernels = None   # the node's generated executor (``_kernel_executor``)
         #: inputs whose values (not only shapes) may decide the output shapes: 0-d or integer,
         #: constants excepted (a constant's value never changes: ``x + 1.0`` keys on shapes only)
         self.value_inputs = tuple(k for k, v in enumerate(node.inputs)
@@ -465,7 +466,7 @@ def _exec_view(plan, vals, owned, pool, profiling) -> None:
     except (ValueError, IndexError, TypeError) as e:
         raise _wrap(plan.node, e) from e
     if view is None:  # no view possible (a non-contiguous reshape): run the kernels
-        return _exec_kernels(plan, vals, owned, pool, profiling, ins)
+        return plan.run_kernels(plan, vals, owned, pool, profiling)
     for s, v in zip(plan.out_slots, view if isinstance(view, tuple) else (view,)):
         vals[s] = v
     if plan.release:
@@ -513,44 +514,13 @@ def _shapes(plan, ins) -> tuple:
     return found
 
 
-def _exec_kernels(plan, vals, owned, pool, profiling, ins=None) -> None:
-    if ins is None:
-        ins = [vals[s] for s in plan.in_slots]
-    shapes, temp_shapes = _shapes(plan, ins)
-    try:
-        temps = [pool.get(shape, dt) for shape, dt in zip(temp_shapes, plan.temp_dtypes)] if temp_shapes else ()
-        outs = []
-        for k, shape in enumerate(shapes):
-            kind = plan.out_kind[k]
-            if kind == 0:
-                outs.append(np.empty(shape, plan.dtypes[k]))
-            elif kind == 1:
-                outs.append(pool.get(shape, plan.dtypes[k]))
-                owned.add(plan.out_slots[k])
-            else:
-                outs.append(plan.host_outputs[k](ins))
-    except KilnError:
-        raise
-    except (ValueError, IndexError, TypeError, OverflowError) as e:
-        raise _wrap(plan.node, e) from e
-    if profiling:
-        _profiled(plan, ins, outs, temps)
-    else:
-        for launch in plan.launches:
-            launch.call(ins, outs, temps)
-    for s, v in zip(plan.out_slots, outs):
-        vals[s] = v
-    for t in temps:
-        pool.put(t)
-    if plan.release:
-        _release(plan, vals, owned, pool)
-
-
 def _kernel_executor(plan):
-    """``_exec_kernels`` specialized to one node as generated Python (the thin per-call path,
-    like ``_Launch``): its slots, dtypes, output kinds, launches and releases are constants,
-    and a repeated input-shape signature is one dict lookup. Same behaviour, errors included;
-    ~2 us a node less (an RBM step runs 23 kernel nodes)."""
+    """How a kernel node runs, as Python generated for it (the thin per-call path, like
+    ``_Launch``): output and temp shapes (``_shapes``; a repeated input-shape signature is one
+    dict lookup), outputs fresh, pooled or computed on the host, the launches (or, while
+    profiling, ``_profiled``), then the temps back to the pool and the node's releases. Its
+    slots, dtypes, output kinds and launches are constants of the text: ~2 us a node less
+    than a generic loop over them (an RBM step runs 23 kernel nodes)."""
     n_in = len(plan.in_slots)
     env = {"plan": plan, "memo": plan.shape_memo, "shapes_of": _shapes, "KilnError": KilnError, "wrap": _wrap,
            "profiled": _profiled, "release": _release, "empty": np.empty}
@@ -833,7 +803,8 @@ class LLVMBackend(Backend):
             plan.launches = [_Launch(llvm_kernels[name], args) for name, args in plan.launches]
             plan.out_kind = [2 if k in plan.host_outputs else (0 if fresh else 1)
                              for k, fresh in enumerate(plan.fresh)]
-            plan.execute = _exec_view if plan.lowered.view is not None else _kernel_executor(plan)
+            plan.run_kernels = _kernel_executor(plan)
+            plan.execute = _exec_view if plan.lowered.view is not None else plan.run_kernels
         profiling = debug_enabled("timing")
         compiled = LLVMCompiledGraph(fgraph, plans, len(init_values), init_values, input_slots, output_slots,
                                      [llvm_kernels[n] for n in names], host_nodes, profiling, warm)

@@ -710,16 +710,8 @@ def _philox_kernel(name: str, dist: str, raw_dtype: str, out_dtype: str, param_t
     blk = Var("blk")
 
     def block_body(em: Emitter, b, guard: bool):
-        words = philox_words(em, start + Cast(b, "uint64"), k0, k1)
-        values = _distribution_values(em, dist, words, raw_dtype)
-        if pbufs:
-            ps = [em.local(p[()], "p") for p in pbufs]
-            values = [_apply_params(dist, v, ps, out_dtype) for v in values]
-        stmts = list(em.stmts)
-        for w, v in enumerate(values):
-            st = out.store(b * 4 + w, v)
-            stmts.append(If(ir.lt(b * 4 + w, n), st) if guard else st)
-        return stmts
+        return _samples(em, dist, raw_dtype, out, pbufs, (k0, k1, start), b, lambda w: (b * 4 + w,),
+                        (lambda w: ir.lt(b * 4 + w, n)) if guard else None)
     main = Loop(blk, 0, n // 4, block_body(Emitter("m"), blk, False), kind="parallel")
     tail = If(ir.ne(n % 4, Const(0)), block_body(Emitter("t"), n // 4, True))
     return ir.Kernel(name, (out, *pbufs, k0, k1, start, n), (main, tail))
@@ -744,8 +736,8 @@ def _philox_rows_kernel(name: str, dist: str, raw_dtype: str, out_dtype: str, pa
 
 
 def _samples(em: Emitter, dist: str, raw_dtype: str, out, pbufs: list, key: tuple, block, at, guard=None) -> list:
-    """Statements storing counter block ``block``'s four samples at ``at(w)`` = (row, col) of
-    word w, each with its parameters (0-d, or read at the same position)."""
+    """Statements storing counter block ``block``'s four samples at ``at(w)`` (the index of
+    word w), each with its parameters (0-d, or read at the same index; none: raw values)."""
     k0, k1, start = key
     words = philox_words(em, start + Cast(block, "uint64"), k0, k1)
     values = _distribution_values(em, dist, words, raw_dtype)
@@ -754,7 +746,7 @@ def _samples(em: Emitter, dist: str, raw_dtype: str, out, pbufs: list, key: tupl
     for w, v in enumerate(values):
         pos = at(w)
         ps = [sc if sc is not None else p[pos] for sc, p in zip(scalars, pbufs)]
-        st = out.store(pos, _apply_params(dist, v, ps, out.dtype))
+        st = out.store(pos, _apply_params(dist, v, ps, out.dtype) if pbufs else v)
         stmts.append(If(guard(w), st) if guard else st)
     return stmts
 

@@ -260,10 +260,7 @@ def _rebuild_with_groups(outputs, nodes, groups, assigned, consumers, out_ids) -
             node = by_id[u[1]]
             inputs = [get(i) for i in node.inputs]
             if any(a is not b for a, b in zip(inputs, node.inputs)):
-                new = node.op.make_node(*inputs)
-                new.site = node.site
-                for o, n in zip(node.outputs, new.outputs):
-                    n.site = node.site
+                for o, n in zip(node.outputs, node.clone_with_new_inputs(inputs).outputs):
                     memo[id(o)] = n
             continue
         producer, members = groups[u[1]]

@@ -252,6 +252,16 @@ def specialize() -> PatternMatcher:
     ])
 
 
+def _is_shape_of(size: Variable, p: Variable) -> bool:
+    """Whether a sample size is p's shape: ``p.shape``, or the constant the shapes rewrite made
+    of it when p's shape is static."""
+    from engine.ops.shape import Shape
+
+    if isinstance(size, Constant):
+        return None not in p.type.shape and tuple(int(d) for d in size.value) == p.type.shape
+    return size.owner is not None and isinstance(size.owner.op, Shape) and size.owner.inputs[0] is p
+
+
 def gemm_bernoulli(outputs: list, ctx) -> list:
     """A whole-graph pass after ``specialize``: ``binomial(size=p.shape, p=p)`` of a 2-d
     ``Gemm`` result p (an RBM's hidden units) becomes one ``GemmBernoulli`` node giving p, the
@@ -262,7 +272,6 @@ def gemm_bernoulli(outputs: list, ctx) -> list:
     from engine.graph import toposort
     from engine.ops.fused import GemmBernoulli
     from engine.ops.random import RandomVariable
-    from engine.ops.shape import Shape
 
     nodes = toposort(outputs)
     pairs: dict[int, object] = {}   # id(gemm node) -> its random variable node
@@ -272,8 +281,7 @@ def gemm_bernoulli(outputs: list, ctx) -> list:
         state, size, p = node.inputs
         g = p.owner
         if g is None or type(g.op) is not Gemm or p.dtype not in ("float32", "float64") or state.owner is not None \
-                or size.owner is None or not isinstance(size.owner.op, Shape) or size.owner.inputs[0] is not p \
-                or (g.op.trans_b and not g.op.trans_a) or id(g) in pairs:
+                or not _is_shape_of(size, p) or (g.op.trans_b and not g.op.trans_a) or id(g) in pairs:
             continue
         pairs[id(g)] = node
     if not pairs:
@@ -287,19 +295,15 @@ def gemm_bernoulli(outputs: list, ctx) -> list:
     for node in nodes:
         if id(node) in fused_rvs:
             continue
+        inputs = [get(i) for i in node.inputs]
         rv = pairs.get(id(node))
         if rv is not None:
-            new = GemmBernoulli(node.op, rv.op.dtype).make_node(*[get(i) for i in node.inputs], rv.inputs[0])
+            new = GemmBernoulli(node.op, rv.op.dtype).make_node(*inputs, rv.inputs[0])
             new.site = node.site
             for old, out in zip((node.outputs[0], *rv.outputs), new.outputs):
                 out.site = old.site
                 memo[id(old)] = out
-            continue
-        inputs = [get(i) for i in node.inputs]
-        if any(a is not b for a, b in zip(inputs, node.inputs)):
-            new = node.op.make_node(*inputs)
-            new.site = node.site
-            for o, n in zip(node.outputs, new.outputs):
-                n.site = o.site
-                memo[id(o)] = n
+        elif any(a is not b for a, b in zip(inputs, node.inputs)):
+            for old, out in zip(node.outputs, node.clone_with_new_inputs(inputs).outputs):
+                memo[id(old)] = out
     return [get(o) for o in outputs]

@@ -440,3 +440,20 @@ ROWS += [
     OpRow("dropout_deterministic", lambda x: nn.dropout(x, 0.5, None, deterministic=True), lambda x: x,
           normal((3, 4))),
 ]
+
+
+def _hidden_sample(x, W, b):
+    """An RBM's hidden units: Bernoulli samples of sigmoid(x @ W + b) (on the code generators
+    one GemmBernoulli node: the samples drawn in the GEMM's kernel)."""
+    import engine
+    p = T.sigmoid(T.dot(x, W) + b)
+    return engine.RandomStreams(seed=5).binomial(size=p.shape, p=p, dtype=x.dtype)
+
+
+def _hidden_sample_ref(x, W, b):
+    from engine import philox
+    p = 1.0 / (1.0 + np.exp(-(x @ W + b)))
+    return philox.binomial(philox.stream_key(5, 0), 0, p.shape, p, x.dtype)
+
+
+ROWS.append(OpRow("rbm_hidden_sample", _hidden_sample, _hidden_sample_ref, normal((4, 3), (3, 8), (8,)), grad=False))
